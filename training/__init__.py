@@ -1,0 +1,1 @@
+"""Offline training of the facegen VAE-GAN; exports artifacts for the service."""

@@ -1,0 +1,328 @@
+"""Face data sets decoded once into a uint8 tensor and cached on disk.
+
+Every source (a CelebA-style folder or zip, any folder/zip of images, an ``.npz`` array,
+the Kaggle "age, gender and ethnicity" CSV) is run image by image through
+``facegen_core.preprocess.to_model_array``, the same crop/resize the service applies to
+uploads, then stored as one safetensors file in ``cache_dir``. Training indexes that tensor
+in memory; nothing is decoded per step.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import zipfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from facegen_core.preprocess import to_model_array
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CELEBA_ATTR_FILE = "list_attr_celeba.txt"
+CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
+CACHE_FORMAT = "facegen-faces-v1"
+
+
+class DatasetError(Exception):
+    """A data source is missing, empty or not in a format this loader reads."""
+
+
+@dataclass
+class FaceDataset:
+    images: torch.Tensor  # uint8 (N, C, H, W), cropped+resized by preprocess.to_model_array
+    file_names: list[str]
+    attribute_names: list[str]  # [] when none
+    attributes: torch.Tensor | None  # int8 (N, n_attr): ±1 for CelebA, raw values for the CSV
+    source: str  # a data set name, e.g. "celeba-10k"
+    skipped: int  # unreadable files skipped
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode_bytes(data: bytes, image_size: int, channels: int, crop: str) -> np.ndarray | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return to_model_array(img, image_size, channels, crop)
+    except Exception:  # unreadable or truncated file: skipped and counted, never fatal
+        return None
+
+
+def _decode_all(
+    items: Iterable[tuple[str, bytes]], image_size: int, channels: int, crop: str
+) -> tuple[list[str], list[np.ndarray], int]:
+    """(name, encoded bytes) -> names and (H, W, C) arrays of the readable ones, skipped count."""
+    items = list(items)
+    # PIL releases the GIL while decoding and resizing, so threads give a real speed-up.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        arrays = list(pool.map(lambda it: _decode_bytes(it[1], image_size, channels, crop), items, chunksize=64))
+    names = [n for (n, _), a in zip(items, arrays, strict=True) if a is not None]
+    good = [a for a in arrays if a is not None]
+    return names, good, len(items) - len(good)
+
+
+def _parse_celeba_attrs(text: str) -> tuple[list[str], dict[str, list[int]]]:
+    """list_attr_celeba.txt: line 1 count, line 2 the 40 names, then 'file v1 .. v40'."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        raise DatasetError(f"{CELEBA_ATTR_FILE} has fewer than two lines; it is not a CelebA attribute file.")
+    names = lines[1].split()
+    rows: dict[str, list[int]] = {}
+    for line in lines[2:]:
+        parts = line.split()
+        if len(parts) == len(names) + 1:
+            rows[parts[0]] = [int(v) for v in parts[1:]]
+    return names, rows
+
+
+def _attach_attrs(names: list[str], attr_text: str | None) -> tuple[list[str], torch.Tensor | None]:
+    if attr_text is None:
+        return [], None
+    attr_names, rows = _parse_celeba_attrs(attr_text)
+    basenames = [Path(n).name for n in names]
+    if not all(b in rows for b in basenames):
+        # Partial labels would silently misalign; keep images, drop attributes.
+        print(f"warning: {CELEBA_ATTR_FILE} does not label every image; attributes ignored.", file=sys.stderr)
+        return [], None
+    return attr_names, torch.tensor([rows[b] for b in basenames], dtype=torch.int8)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
+
+
+def _load_zip(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
+    with zipfile.ZipFile(path) as zf:
+        members = sorted((n for n in zf.namelist() if _is_image(n) and "__MACOSX" not in n),
+                         key=lambda n: Path(n).name)
+        if limit is not None:
+            members = members[:limit]
+        attr_members = [n for n in zf.namelist() if Path(n).name == CELEBA_ATTR_FILE]
+        attr_text = zf.read(attr_members[0]).decode() if attr_members else None
+        # ZipFile is not safe to read from several threads; read here, decode in the pool.
+        items = [(n, zf.read(n)) for n in members]
+    return _from_items(path, items, attr_text, image_size, channels, crop)
+
+
+def _load_folder(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
+    files = sorted((p for p in path.rglob("*") if p.is_file() and _is_image(p.name)), key=lambda p: p.name)
+    if limit is not None:
+        files = files[:limit]
+    attr_files = sorted(path.rglob(CELEBA_ATTR_FILE))
+    attr_text = attr_files[0].read_text() if attr_files else None
+    items = [(str(p.relative_to(path)), p.read_bytes()) for p in files]
+    return _from_items(path, items, attr_text, image_size, channels, crop)
+
+
+def _from_items(path: Path, items: list[tuple[str, bytes]], attr_text: str | None,
+                image_size: int, channels: int, crop: str) -> FaceDataset:
+    if not items:
+        raise DatasetError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) were found in {path}; point --data at a "
+            f"folder or zip of face images, an .npz with an 'images' array, or the age/gender CSV."
+        )
+    names, arrays, skipped = _decode_all(items, image_size, channels, crop)
+    if not arrays:
+        raise DatasetError(f"None of the {len(items)} image files in {path} could be decoded; they are all corrupt.")
+    attr_names, attrs = _attach_attrs(names, attr_text)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    return FaceDataset(images, [Path(n).name for n in names], attr_names, attrs, _source_name(path), skipped)
+
+
+def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Any (H, W) or (H, W, C) array to uint8 0..255, guessing float ranges [0,1] / [-1,1]."""
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= -1.0 and hi <= 1.0:
+        a = (a + 1.0) * 127.5
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def _arrays_to_model(arrays: list[np.ndarray], image_size: int, channels: int, crop: str) -> list[np.ndarray]:
+    out = []
+    for a in arrays:
+        a8 = _array_to_uint8(a)
+        pil = Image.fromarray(a8 if a8.ndim == 2 else (a8[:, :, 0] if a8.shape[2] == 1 else a8))
+        out.append(to_model_array(pil, image_size, channels, crop))
+    return out
+
+
+def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
+    with np.load(path, allow_pickle=False) as z:
+        if "images" not in z.files:
+            raise DatasetError(f"{path} has no 'images' array (it has {z.files}); save faces as np.savez(f, images=...).")
+        imgs = z["images"]
+    if imgs.ndim == 4 and imgs.shape[1] in (1, 3) and imgs.shape[3] not in (1, 3):
+        imgs = imgs.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    if imgs.ndim not in (3, 4) or imgs.shape[0] == 0:
+        raise DatasetError(
+            f"{path}'s 'images' array has shape {imgs.shape}; expected a non-empty (N, H, W), "
+            f"(N, H, W, C) or (N, C, H, W) array."
+        )
+    if limit is not None:
+        imgs = imgs[:limit]
+    names = [f"{i:06d}" for i in range(len(imgs))]
+    arrays = _arrays_to_model(list(imgs), image_size, channels, crop)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return FaceDataset(images, names, [], None, _source_name(path), 0)
+
+
+def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
+    """Kaggle 'age, gender and ethnicity face data': 48×48 grey pixels as space-separated ints."""
+    csv.field_size_limit(1 << 24)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(
+                f"{path} lacks the columns {missing} (it has {reader.fieldnames}); expected the "
+                f"age/gender/ethnicity face CSV with columns {list(CSV_COLUMNS)}."
+            )
+        arrays, names, attrs, skipped = [], [], [], 0
+        for row in reader:
+            if limit is not None and len(arrays) >= limit:
+                break
+            try:
+                px = np.array(row["pixels"].split(), dtype=np.int64)
+                side = int(round(len(px) ** 0.5))
+                if side * side != len(px) or side == 0:
+                    raise ValueError("pixels are not a square image")
+                a = np.clip(px, 0, 255).astype(np.uint8).reshape(side, side)
+                vals = [min(127, int(row[c])) for c in ("age", "ethnicity", "gender")]
+            except (ValueError, TypeError):
+                skipped += 1
+                continue
+            arrays.append(a)
+            names.append(row["img_name"])
+            attrs.append(vals)
+    if not arrays:
+        raise DatasetError(f"{path} holds no readable image rows.")
+    decoded = _arrays_to_model(arrays, image_size, channels, crop)
+    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+    return FaceDataset(images, names, ["age", "ethnicity", "gender"], torch.tensor(attrs, dtype=torch.int8),
+                       _source_name(path), skipped)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _source_name(path: Path) -> str:
+    p = path.resolve()
+    if p.is_dir() and p.name == "img_align_celeba":
+        p = p.parent  # the data set is the folder holding img_align_celeba/
+    return p.stem if p.is_file() else p.name
+
+
+def _fingerprint(path: Path) -> str:
+    st = path.stat()
+    parts = [str(path.resolve()), str(st.st_size), str(st.st_mtime_ns)]
+    if path.is_dir():
+        # A folder's own mtime misses edits inside sub-folders; add every file's size+mtime.
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                s = p.stat()
+                parts.append(f"{p.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}")
+    return "\n".join(parts)
+
+
+def _cache_path(cache_dir: Path, path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> Path:
+    key = f"{CACHE_FORMAT}\n{_fingerprint(path)}\n{image_size}\n{channels}\n{crop}\n{limit}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir / f"{_source_name(path)}-{image_size}px-c{channels}-{crop}-{digest}.safetensors"
+
+
+def _save_cache(ds: FaceDataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"images": ds.images.contiguous()}
+    if ds.attributes is not None:
+        tensors["attributes"] = ds.attributes.contiguous()
+    meta = {"format": CACHE_FORMAT, "file_names": json.dumps(ds.file_names),
+            "attribute_names": json.dumps(ds.attribute_names), "source": ds.source, "skipped": str(ds.skipped)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a cache file
+
+
+def _read_cache(path: Path) -> FaceDataset:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    t = load_file(str(path))
+    return FaceDataset(t["images"], json.loads(meta["file_names"]), json.loads(meta["attribute_names"]),
+                       t.get("attributes"), meta["source"], int(meta["skipped"]))
+
+
+LOADERS: dict[str, Callable[[Path, int, int, str, int | None], FaceDataset]] = {
+    ".zip": _load_zip, ".npz": _load_npz, ".csv": _load_csv,
+}
+
+
+def load_faces(source: str | Path, image_size: int = 64, channels: int = 3, crop: str = "celeba",
+               cache_dir: str | Path | None = "data_cache", limit: int | None = None) -> FaceDataset:
+    """Decode ``source`` once (or read its cache) into a FaceDataset of uint8 (N, C, H, W)."""
+    path = Path(source)
+    if not path.exists():
+        raise DatasetError(f"The data source {path} does not exist; pass an existing folder, .zip, .npz or .csv.")
+    if path.is_dir():
+        loader = _load_folder
+    elif path.suffix.lower() in LOADERS:
+        loader = LOADERS[path.suffix.lower()]
+    else:
+        raise DatasetError(f"{path} is not a folder, .zip, .npz or .csv; this loader cannot read it.")
+    cache = _cache_path(Path(cache_dir), path, image_size, channels, crop, limit) if cache_dir else None
+    if cache is not None and cache.is_file():
+        try:
+            return _read_cache(cache)
+        except Exception as e:  # a corrupt cache is rebuilt, not fatal
+            print(f"warning: ignoring unreadable cache {cache} ({e}); decoding again.", file=sys.stderr)
+    ds = loader(path, image_size, channels, crop, limit)
+    if cache is not None:
+        _save_cache(ds, cache)
+    return ds
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (train_idx, val_idx); at least one validation image when val_fraction > 0."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    n_val = min(n - 1, max(1, round(n * val_fraction))) if val_fraction > 0 and n > 1 else 0
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def synthetic_faces(n: int, image_size: int, channels: int, seed: int = 0) -> FaceDataset:
+    """Seeded fake 'faces' (a bright ellipse on a gradient) for --dry-run and tests."""
+    g = torch.Generator().manual_seed(seed)
+    s = image_size
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    imgs = []
+    for _ in range(n):
+        cx, cy, rx, ry = (torch.rand(4, generator=g) * torch.tensor([0.4, 0.4, 0.3, 0.3])
+                          + torch.tensor([-0.2, -0.2, 0.3, 0.4])).tolist()
+        colour = torch.rand(channels, 1, 1, generator=g)
+        face = (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1).float()
+        bg = 0.3 * (yy + 1)[None] * torch.rand(channels, 1, 1, generator=g)
+        img = bg * (1 - face) + colour * face
+        imgs.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+    return FaceDataset(torch.stack(imgs), [f"synthetic-{i:05d}" for i in range(n)], [], None, "synthetic", 0)

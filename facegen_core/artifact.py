@@ -127,7 +127,9 @@ class ModelStore:
             raise ArtifactNotFoundError(f"No model named {name!r} in the store {self.root}.")
         v = versions[-1] if version is None else int(version)
         if v not in versions:
-            raise ArtifactNotFoundError(f"Model {name!r} has no version {v} in {self.root}; it has {versions}.")
+            raise ArtifactNotFoundError(
+                f"Model {name!r} has no version {v} in {self.root}; it has {versions}."
+            )
         return self.root / name / str(v)
 
 
@@ -160,11 +162,17 @@ def write_artifact(
     model_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
-    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in tensors.items()}
+    tensors = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in tensors.items()
+    }
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        save_file(
+            tensors,
+            str(tmp / WEIGHTS_FILE),
+            metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)},
+        )
         config.save(tmp / CONFIG_FILE)
         for fname, data in (files or {}).items():
             if "/" in fname or fname in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE):
@@ -230,7 +238,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ArtifactFormatError(f"{p} is not a {FORMAT} manifest (format={manifest.get('format')!r}).")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise ArtifactFormatError(
-            f"{p} has format_version {manifest['format_version']}; this facegen reads up to {FORMAT_VERSION}. Upgrade facegen."
+            f"{p} has format_version {manifest['format_version']}; this facegen reads up to "
+            f"{FORMAT_VERSION}. Upgrade facegen."
         )
     return dict(manifest)
 
@@ -272,7 +281,7 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
         raise ArtifactFormatError(f"{path / WEIGHTS_FILE} is not a readable safetensors file: {e}") from e
     encoder, decoder = build_autoencoder(config)
     for prefix, net in (("encoder.", encoder), ("decoder.", decoder)):
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as e:

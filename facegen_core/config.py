@@ -105,7 +105,7 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown model config keys {unknown}; this facegen is too old for it?")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:

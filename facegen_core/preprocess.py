@@ -7,6 +7,8 @@ is seen exactly as the training images were.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -29,8 +31,9 @@ def crop_box(width: int, height: int, mode: str) -> tuple[int, int, int, int]:
         return (0, 0, width, height)
     if mode == "celeba" and abs(height / width - _CELEBA_H / _CELEBA_W) < 0.05:
         scale = width / _CELEBA_W
-        left = round(_CELEBA_LEFT * scale)
-        top = round(_CELEBA_TOP * scale)
+        # floor, so the half-size subset gets the documented box (cols 7:81, rows 20:94).
+        left = math.floor(_CELEBA_LEFT * scale)
+        top = math.floor(_CELEBA_TOP * scale)
         side = round(_CELEBA_SIDE * scale)
         return (left, top, min(left + side, width), min(top + side, height))
     if mode not in ("celeba", "center"):

@@ -1,0 +1,172 @@
+"""Uploaded image bytes to a model input, safely: size limits first, decoding last.
+
+Order of defences, each a 413 or 415 with a sentence naming the field and what to do:
+
+1. ``read_upload`` copies the upload in 64 KiB chunks and stops at ``max_bytes`` (413).
+   Starlette has already spooled a multipart file to memory/disk by then, so the hard limit
+   on the request body belongs in front of the parser (Content-Length / ASGI middleware);
+   this is the per-field limit.
+2. ``decode_upload`` opens the bytes lazily with Pillow, offering only the accepted formats
+   (so no other plugin, e.g. EPS with its Ghostscript call, ever sees untrusted bytes), and
+   checks width × height from the header against ``max_pixels`` before any pixel is decoded
+   (decompression bombs: a few hundred bytes of PNG can claim 30000×30000 = 2.7 GB of RGB).
+   Pillow's own bomb check (``DecompressionBombError``, and ``DecompressionBombWarning``
+   when warnings are errors) also maps to 413; and because the effective limit is
+   min(max_pixels, ``PIL.Image.MAX_IMAGE_PIXELS``), an image over Pillow's limit is refused
+   whatever the warning filters say: the warning can neither crash a request nor be ignored.
+3. Truncated or corrupt data: 415. Multi-frame GIF/TIFF/WebP/APNG/MPO: the first frame.
+4. ``facegen_core.preprocess.to_model_array``: EXIF orientation, grey/palette/alpha/CMYK/
+   16-bit conversion, crop and resize, the same code that prepared the training images.
+
+``decode_upload`` is synchronous, CPU-bound and thread-safe (no Pillow global is changed per
+call; the plugin registry is filled once at import), for the app's thread pool.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from facegen_core.preprocess import crop_box, to_model_array
+from service.errors import PayloadTooLargeError, UnsupportedImageError
+
+# MPO is what phones write: a JPEG with extra pictures appended; Pillow names it "MPO".
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
+ACCEPTED = "a JPEG, PNG, WebP, BMP, GIF or TIFF image"
+MAX_BYTES_ENV = "FACEGEN_MAX_UPLOAD_BYTES"
+MAX_PIXELS_ENV = "FACEGEN_MAX_IMAGE_PIXELS"
+CHUNK_BYTES = 64 * 1024
+
+# Import every plugin now: Image.open would otherwise do it lazily on the first TIFF/WebP
+# upload, mutating Pillow's registry from whichever worker thread got there first.
+Image.init()
+# Pillow has no MPO opener: an MPO file opens through the JPEG plugin, which names it "MPO".
+_OPEN_FORMATS = sorted(ALLOWED_FORMATS - {"MPO"})
+# Errors Pillow raises for data it cannot decode (truncated, bad CRC, bad zlib, bad header).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+class AsyncReadable(Protocol):
+    """What ``read_upload`` needs of ``starlette.datastructures.UploadFile``."""
+
+    async def read(self, size: int = -1) -> bytes: ...
+
+
+def format_bytes(n: int) -> str:
+    """12897484 -> '12.3 MiB', 10485760 -> '10 MiB'; binary units, as the limits are bytes."""
+    if n < 1024:
+        return f"{n} bytes"
+    value, unit = (n / 1024, "KiB") if n < 1024**2 else (n / 1024**2, "MiB")
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
+def _too_large(field: str, size: str, max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The file in field '{field}' is {size}; the limit is {format_bytes(max_bytes)} "
+        f"({MAX_BYTES_ENV}). Send a smaller image.",
+        field=field,
+    )
+
+
+async def read_upload(upload: AsyncReadable, max_bytes: int, field: str) -> bytes:
+    """All bytes of ``upload``, read 64 KiB at a time, stopping (413) once past ``max_bytes``."""
+    known = getattr(upload, "size", None)  # Starlette knows the spooled size: fail before reading
+    if isinstance(known, int) and known > max_bytes:
+        raise _too_large(field, format_bytes(known), max_bytes)
+    data = bytearray()
+    while chunk := await upload.read(CHUNK_BYTES):
+        data += chunk
+        if len(data) > max_bytes:
+            raise _too_large(field, f"over {format_bytes(max_bytes)}", max_bytes)
+    if not data:
+        raise UnsupportedImageError(
+            f"The file in field '{field}' is empty (0 bytes). Send {ACCEPTED}.", field=field
+        )
+    return bytes(data)
+
+
+def _unidentified_message(data: bytes, field: str) -> str:
+    head = data[:32]
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+        kind = "an HEIC/AVIF image, which facegen does not read; convert it to JPEG or PNG and"
+        return f"The file in field '{field}' is {kind} send it again."
+    return (
+        f"The file in field '{field}' is not {ACCEPTED} (or its header is corrupt). "
+        f"Send {ACCEPTED}."
+    )
+
+
+def _pixel_limit(max_pixels: int) -> tuple[int, str]:
+    """The effective limit and where it comes from: ours, or Pillow's if that is lower."""
+    pil = Image.MAX_IMAGE_PIXELS
+    if pil is not None and max_pixels > pil:
+        return pil, "Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS"
+    return max_pixels, MAX_PIXELS_ENV
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, field: str) -> None:
+    limit, source = _pixel_limit(max_pixels)
+    width, height = size
+    if width * height > limit:
+        raise PayloadTooLargeError(
+            f"The image in field '{field}' is {width}×{height} = {width * height:,} pixels; "
+            f"the limit is {limit:,} pixels ({source}). Send a smaller image.",
+            field=field,
+        )
+
+
+def _bomb(exc: Exception, max_pixels: int, field: str) -> PayloadTooLargeError:
+    """Pillow's own bomb check fired (its message holds the pixel count, not the size)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    claimed = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow allows"
+    limit, source = _pixel_limit(max_pixels)
+    return PayloadTooLargeError(
+        f"The image in field '{field}' is {claimed} by its header; the limit is {limit:,} "
+        f"pixels ({source}). Send a smaller image.",
+        field=field,
+    )
+
+
+def decode_upload(
+    data: bytes, *, max_pixels: int, image_size: int, channels: int, crop: str, field: str = "image"
+) -> np.ndarray:
+    """Image file bytes -> uint8 (image_size, image_size, channels), as training saw its images.
+
+    Raises PayloadTooLargeError (413) for too many pixels and UnsupportedImageError (415) for
+    empty, unaccepted, truncated or corrupt data. Only the first frame is used.
+    """
+    crop_box(1, 1, crop)  # a bad crop mode is a server bug (ValueError -> 500), not the upload's
+    if not data:
+        raise UnsupportedImageError(
+            f"The file in field '{field}' is empty (0 bytes). Send {ACCEPTED}.", field=field
+        )
+    try:
+        with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as img:
+            if img.format not in ALLOWED_FORMATS:  # defence in depth; formats= already limits
+                raise UnsupportedImageError(
+                    f"The file in field '{field}' is a {img.format} image. Send {ACCEPTED}.",
+                    field=field,
+                )
+            _check_pixels(img.size, max_pixels, field)  # header only: nothing decoded yet
+            img.load()  # first frame; a GIF frame may grow the canvas, so check again
+            _check_pixels(img.size, max_pixels, field)
+            return to_model_array(img, image_size, channels, crop)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc, max_pixels, field) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UnsupportedImageError(_unidentified_message(data, field), field=field) from exc
+    except (*_DECODE_ERRORS, Warning) as exc:
+        # Warning: Pillow warns on e.g. truncated TIFF reads; where warnings are errors
+        # (pytest, -W error) the decode stopped there, so the file could not be read.
+        reason = str(exc).rstrip(".") or type(exc).__name__
+        raise UnsupportedImageError(
+            f"The image in field '{field}' could not be decoded: it is truncated or corrupt "
+            f"({reason}). Send the complete file as {ACCEPTED}.",
+            field=field,
+        ) from exc

@@ -1,0 +1,1 @@
+"""Service tests: uploads, imaging, HTTP end to end."""

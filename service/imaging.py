@@ -66,9 +66,7 @@ def png_text(model: str, version: int, seed: int | None = None, **extra: str) ->
 def _check_image(image: np.ndarray, ndim: int) -> None:
     if image.dtype != np.uint8 or image.ndim != ndim or image.shape[-1] not in (1, 3):
         shape = "(H, W, C)" if ndim == 3 else "(N, H, W, C)"
-        raise ValueError(
-            f"Expected a uint8 array {shape} with C of 1 or 3; got {image.dtype} {image.shape}."
-        )
+        raise ValueError(f"Expected a uint8 array {shape} with C of 1 or 3; got {image.dtype} {image.shape}.")
     if ndim == 4 and image.shape[0] == 0:
         raise ValueError("Expected at least one image; got an empty batch.")
 
@@ -156,9 +154,7 @@ def gif_comment(text: Mapping[str, str] | None = None) -> str:
     return " ".join(facts)
 
 
-def encode_gif(
-    frames: np.ndarray, duration_ms: int = 100, *, text: Mapping[str, str] | None = None
-) -> bytes:
+def encode_gif(frames: np.ndarray, duration_ms: int = 100, *, text: Mapping[str, str] | None = None) -> bytes:
     """uint8 (N, H, W, C) -> animated GIF, looping forever, with the AI-generated comment.
 
     GIF holds 256 colours per frame, so RGB frames are quantised (lossy); use APNG for exact

@@ -94,12 +94,11 @@ async def read_upload(upload: AsyncReadable, max_bytes: int, field: str) -> byte
 def _unidentified_message(data: bytes, field: str) -> str:
     head = data[:32]
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
-        kind = "an HEIC/AVIF image, which facegen does not read; convert it to JPEG or PNG and"
-        return f"The file in field '{field}' is {kind} send it again."
-    return (
-        f"The file in field '{field}' is not {ACCEPTED} (or its header is corrupt). "
-        f"Send {ACCEPTED}."
-    )
+        return (
+            f"The file in field '{field}' is an HEIC/AVIF image, which facegen cannot read. "
+            "Send it as a JPEG or PNG instead (phones can export either)."
+        )
+    return f"The file in field '{field}' is not {ACCEPTED} (or its header is corrupt). Send {ACCEPTED}."
 
 
 def _pixel_limit(max_pixels: int) -> tuple[int, str]:

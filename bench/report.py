@@ -1,0 +1,224 @@
+"""The results of a run: cells, ratios, the issue's target checks, the table and the JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.ceiling import RawResult
+from bench.stats import CellStats
+
+SERVER_LABELS = {"off": "(b) batching off", "on": "(c) batching on"}
+SHARED_CPU_NOTE = (
+    "Client and server share this machine's CPU cores: the load generator's CPU "
+    "time (cli cpu) is taken from the server, so served figures are a lower bound."
+)
+
+
+@dataclass
+class CellResult:
+    server: str  # "off" or "on"
+    workload: str
+    label: str
+    concurrency: int
+    op: str
+    stats: CellStats
+    rows_per_call: dict[str, float | None]
+    server_cpu_cores: float | None  # server CPU seconds / window seconds
+    client_cpu_cores: float | None  # load generator CPU seconds / window seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.to_dict()
+        return d
+
+
+@dataclass
+class Target:
+    name: str
+    passed: bool | None  # None: the cells it needs were not measured in this run
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+@dataclass
+class Report:
+    meta: dict[str, Any]
+    ceiling: dict[str, RawResult]  # "batch_1", "batch_max"
+    cells: list[CellResult] = field(default_factory=list)
+
+    def cell(self, server: str, workload: str, concurrency: int) -> CellResult | None:
+        for c in self.cells:
+            if (c.server, c.workload, c.concurrency) == (server, workload, concurrency):
+                return c
+        return None
+
+    @property
+    def raw_gain(self) -> float:
+        """The raw model's own gain from batching: images/s at the max batch over batch 1."""
+        return self.ceiling["batch_max"].images_per_s / self.ceiling["batch_1"].images_per_s
+
+    def ratios(self) -> list[dict[str, Any]]:
+        out = []
+        ceiling = self.ceiling["batch_max"].images_per_s
+        for on in (c for c in self.cells if c.server == "on"):
+            off = self.cell("off", on.workload, on.concurrency)
+            out.append(
+                {
+                    "workload": on.workload,
+                    "concurrency": on.concurrency,
+                    "on_over_off": (
+                        on.stats.images_per_s / off.stats.images_per_s
+                        if off is not None and off.stats.images_per_s > 0
+                        else None
+                    ),
+                    "on_over_ceiling": on.stats.images_per_s / ceiling,
+                }
+            )
+        return out
+
+    def targets(self) -> list[Target]:
+        raw1, rawmax = self.ceiling["batch_1"], self.ceiling["batch_max"]
+        b = rawmax.batch_size
+        out: list[Target] = []
+        on, off = self.cell("on", "gen1", 64), self.cell("off", "gen1", 64)
+        if on is not None and off is not None and off.stats.images_per_s > 0:
+            gain = on.stats.images_per_s / off.stats.images_per_s
+            need = 0.8 * self.raw_gain
+            out.append(
+                Target(
+                    "T1 batching gain, generate n=1 at concurrency 64",
+                    gain >= need,
+                    gain,
+                    need,
+                    f"served gain (c)/(b) = {on.stats.images_per_s:.1f}/{off.stats.images_per_s:.1f} "
+                    f"= {gain:.2f}x; needs >= 80% of the raw gain {rawmax.images_per_s:.1f}/"
+                    f"{raw1.images_per_s:.1f} = {self.raw_gain:.2f}x, i.e. >= {need:.2f}x",
+                )
+            )
+        else:
+            out.append(
+                Target(
+                    "T1 batching gain, generate n=1 at concurrency 64",
+                    None,
+                    None,
+                    None,
+                    "not measured: needs generate n=1 at concurrency 64 on both servers",
+                )
+            )
+        for key, conc in (("gen1", 64), ("gen64", 4)):
+            cell = self.cell("on", key, conc)
+            if cell is None:
+                if key == "gen1":
+                    out.append(
+                        Target(
+                            "T2 served vs ceiling",
+                            None,
+                            None,
+                            None,
+                            "not measured: needs generate n=1 at concurrency 64, batching on",
+                        )
+                    )
+                continue
+            frac = cell.stats.images_per_s / rawmax.images_per_s
+            rows = cell.rows_per_call.get("decode")
+            rows_s = f"{rows:.1f}" if rows is not None else "?"
+            out.append(
+                Target(
+                    f"T2 served vs ceiling, {cell.label} at concurrency {conc}",
+                    frac >= 0.7,
+                    frac,
+                    0.7,
+                    f"(c) {cell.stats.images_per_s:.1f} img/s (mean {rows_s} rows/model call) vs ceiling "
+                    f"(a) {rawmax.images_per_s:.1f} img/s at batch {b} = {frac:.0%}; needs >= 70%",
+                )
+            )
+        cell = self.cell("on", "gen1", 1)
+        if cell is not None and cell.stats.p99_ms is not None:
+            limit = 2.0 * raw1.batch_p50_ms
+            out.append(
+                Target(
+                    "T3 p99 latency at concurrency 1, generate n=1",
+                    cell.stats.p99_ms <= limit,
+                    cell.stats.p99_ms,
+                    limit,
+                    f"p99 {cell.stats.p99_ms:.1f} ms vs 2 x raw single-image forward + PNG "
+                    f"(2 x {raw1.batch_p50_ms:.1f} ms = {limit:.1f} ms)",
+                )
+            )
+        else:
+            out.append(
+                Target(
+                    "T3 p99 latency at concurrency 1",
+                    None,
+                    None,
+                    None,
+                    "not measured: needs generate n=1 at concurrency 1, batching on",
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "ceiling": {k: v.to_dict() for k, v in self.ceiling.items()} | {"raw_gain": self.raw_gain},
+            "cells": [c.to_dict() for c in self.cells],
+            "ratios": self.ratios(),
+            "targets": [asdict(t) for t in self.targets()],
+        }
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def render(report: Report) -> str:
+    m = report.meta
+    raw1, rawmax = report.ceiling["batch_1"], report.ceiling["batch_max"]
+    lines = [
+        f"facegen bench ({m['mode']} mode) — model {m['model']}, device {m['device']}/{m['precision']}, "
+        f"torch threads {m['torch_threads']}, {m['cpu_count']} CPU cores",
+        f"PNG: {m['png']}. {SHARED_CPU_NOTE}",
+        "",
+        "(a) ceiling: raw decoder + PNG, no HTTP",
+        f"  {'batch':>5} {'img/s':>8} {'batch ms':>9} {'fwd ms/img':>10} {'png ms/img':>10}",
+    ]
+    for raw in (raw1, rawmax):
+        lines.append(
+            f"  {raw.batch_size:>5} {raw.images_per_s:>8.1f} {raw.batch_p50_ms:>9.1f} "
+            f"{raw.forward_ms_per_image:>10.2f} {raw.png_ms_per_image:>10.2f}"
+        )
+    lines.append(f"  raw gain from batching: {report.raw_gain:.2f}x")
+    lines.append("")
+    ratios = {(r["workload"], r["concurrency"]): r for r in report.ratios()}
+    head = (
+        f"{'workload':<22}{'conc':>5} {'server':<17}{'img/s':>8}{'req/s':>8}{'p50 ms':>9}"
+        f"{'p95 ms':>9}{'p99 ms':>9}{'err':>5}{'rows/call':>10}{'srv cpu':>8}{'cli cpu':>8}"
+        f"{'c/b':>7}{'c/a':>7}"
+    )
+    lines += [head, "-" * len(head)]
+    order = sorted(report.cells, key=lambda c: (c.workload, c.concurrency, c.server != "off"))
+    for c in order:
+        s = c.stats
+        rows = c.rows_per_call.get(c.op)
+        r = ratios.get((c.workload, c.concurrency)) if c.server == "on" else None
+        lines.append(
+            f"{c.label:<22}{c.concurrency:>5} {SERVER_LABELS[c.server]:<17}{s.images_per_s:>8.1f}"
+            f"{s.requests_per_s:>8.1f}{_f(s.p50_ms):>9}{_f(s.p95_ms):>9}{_f(s.p99_ms):>9}"
+            f"{s.errors:>5}{_f(rows):>10}{_f(c.server_cpu_cores, '.2f'):>8}"
+            f"{_f(c.client_cpu_cores, '.2f'):>8}"
+            f"{_f(r['on_over_off'] if r else None, '.2f'):>7}"
+            f"{_f(r['on_over_ceiling'] if r else None, '.2f'):>7}"
+        )
+    lines += [
+        "",
+        "c/b = (c)/(b) images/s; c/a = (c) images/s over the ceiling (a) at batch "
+        f"{rawmax.batch_size}; rows/call from /metrics (encode for reconstruct).",
+        "",
+    ]
+    lines.append("Targets")
+    for t in report.targets():
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[t.passed]
+        lines.append(f"  {verdict}  {t.name}: {t.detail}")
+    return "\n".join(lines)

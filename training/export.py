@@ -1,0 +1,149 @@
+"""Checkpoint -> model-store artifact: encoder + EMA decoder, config, manifest, pictures.
+
+The pictures are drawn on CPU in fp32 from the exported weights, so anyone can redraw
+``samples.png`` bit for bit from the manifest's ``samples`` record (seed, temperature, n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegen_core.artifact import write_artifact
+from facegen_core.config import ModelConfig
+from facegen_core.images import make_grid, to_pil
+from facegen_core.latent import interpolate, latents_for_seeds
+from facegen_core.networks import Decoder, Encoder, build_autoencoder
+from facegen_core.preprocess import model_to_uint8, uint8_to_model
+from training import checkpoint as ckpt
+from training.data import DatasetError, split_indices
+
+N_SAMPLES = 64
+INTERP_STEPS = 10
+INTERP_ROWS = 8
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    to_pil(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _to_hwc(x: torch.Tensor) -> np.ndarray:
+    return model_to_uint8(x).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+
+
+@torch.no_grad()
+def sample_grid(
+    decoder: Decoder, cfg: ModelConfig, seed: int, temperature: float, n: int = N_SAMPLES
+) -> np.ndarray:
+    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from latents_for_seeds(seed, n, D, t)."""
+    decoder = decoder.to("cpu").eval()
+    z = latents_for_seeds(seed, n, cfg.latent_dim, temperature)  # (n, D)
+    return make_grid(_to_hwc(decoder(z)), ncols=8, padding=2)
+
+
+@torch.no_grad()
+def interpolation_grid(encoder: Encoder, decoder: Decoder, val_u8: torch.Tensor) -> np.ndarray | None:
+    """Rows: real a, 10 slerp steps between the encoder means of a and b, real b."""
+    rows = min(INTERP_ROWS, val_u8.shape[0] // 2)
+    if rows == 0:
+        return None
+    encoder, decoder = encoder.to("cpu").eval(), decoder.to("cpu").eval()
+    reals = val_u8[: 2 * rows].cpu()  # (2R, C, H, W) uint8
+    mu, _ = encoder(uint8_to_model(reals))  # (2R, D)
+    tiles = []
+    for r in range(rows):
+        path = interpolate(mu[2 * r], mu[2 * r + 1], INTERP_STEPS, "slerp")  # (10, D)
+        tiles += [reals[2 * r : 2 * r + 1], model_to_uint8(decoder(path)), reals[2 * r + 1 : 2 * r + 2]]
+    strip = torch.cat(tiles).permute(0, 2, 3, 1).numpy()  # (R·12, H, W, C)
+    return make_grid(strip, ncols=INTERP_STEPS + 2, padding=2)
+
+
+def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
+    """Every logged loss term against the step, one small panel each."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skip = {"step", "images_seen", "wall_time_s", "sec_per_step"}
+    keys = [k for k in records[-1] if k not in skip and not k.startswith("lr_")]
+    keys += sorted(
+        {k for r in records for k in r} - set(keys) - skip - {k for k in records[-1] if k.startswith("lr_")}
+    )
+    cols = 3
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _validation_images(args: argparse.Namespace, cfg: ModelConfig, data: str | None) -> torch.Tensor | None:
+    """The run's validation faces, re-read through the data cache (cheap after training)."""
+    from training.train import load_dataset  # late import: train imports nothing from here
+
+    a = argparse.Namespace(**vars(args))
+    if data is not None:
+        a.data = data
+    try:
+        ds = load_dataset(a, cfg)
+    except (DatasetError, SystemExit, OSError) as e:
+        print(f"warning: no validation faces for interpolation.png ({e}); skipping it.")
+        return None
+    _, val_idx = split_indices(len(ds), a.val_fraction, a.seed)
+    return ds.images[val_idx]
+
+
+def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | None = None) -> Path:
+    """Export the checkpoint in ``run_dir`` to STORE/NAME/<version>/ and return that path."""
+    run_dir = Path(run_dir)
+    state = ckpt.load_checkpoint(run_dir)
+    cfg = ModelConfig.from_dict(state["model_config"])
+    args = argparse.Namespace(**state["args"])
+    encoder, decoder = build_autoencoder(cfg)
+    encoder.load_state_dict(state["encoder"])
+    decoder.load_state_dict(state["ema"])  # the EMA decoder is what gets served
+    seed, temperature = int(args.sample_seed), float(args.sample_temperature)
+    files: dict[str, bytes] = {"samples.png": _png(sample_grid(decoder, cfg, seed, temperature))}
+    val = _validation_images(args, cfg, data)
+    interp = interpolation_grid(encoder, decoder, val) if val is not None else None
+    if interp is not None:
+        files["interpolation.png"] = _png(interp)
+    curves = loss_curves_png(ckpt.read_log(run_dir))
+    if curves is not None:
+        files["loss_curves.png"] = curves
+    manifest = {
+        "dataset": state["dataset"],
+        "training": {
+            "steps": int(state["step"]),
+            "images_seen": int(state["images_seen"]),
+            "wall_time_s": round(float(state["wall_time_s"]), 1),
+            "device": state["device"],
+            "precision": state["precision"],
+            "trained_on": state["trained_on"],
+            "world_size": int(state.get("world_size", 1)),
+            "args": state["args"],
+        },
+        "samples": {"seed": seed, "temperature": temperature, "n": N_SAMPLES},
+        "metrics": {},
+    }
+    return write_artifact(store, name, cfg, encoder, decoder, manifest=manifest, files=files)

@@ -1,0 +1,92 @@
+"""The VAE-GAN loss terms (Larsen et al. 2015, "Autoencoding beyond pixels using a learned
+similarity metric", section 2 and Algorithm 1) plus the GAN stabilisers we add to them.
+
+Each function returns a scalar averaged over the batch. Which network each term trains is
+decided in ``training/step.py`` (Algorithm 1's gradient routing), not here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """L_prior = D_KL(q(z|x) || p(z)) with p(z) = N(0, I) (Larsen et al. 2015, section
+    "Variational autoencoder", the prior term of L_VAE; closed form from Kingma & Welling
+    2014, appendix B).
+
+    mu, logvar: (B, D). Summed over latent dimensions, averaged over the batch; ``--kl-weight``
+    (β) scales it (see ``dis_l_likelihood`` for why β is small by default).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+def dis_l_likelihood(feat_recon: torch.Tensor, feat_real: torch.Tensor) -> torch.Tensor:
+    """L_llike^Dis_l = -E_q(z|x)[log p(Dis_l(x)|z)], with the Gaussian observation model
+    p(Dis_l(x)|z) = N(Dis_l(x) | Dis_l(x̃), I) (Larsen et al. 2015, section "Beyond
+    element-wise reconstruction error").
+
+    Up to an additive constant the negative log-likelihood of a unit Gaussian is half the
+    squared error summed over the n = C·H·W features. We use the per-element MEAN instead
+    (= the paper's term / (n/2)), so the loss scale does not change with the config's widths;
+    β (``--kl-weight``) absorbs the factor n/2, which is why its default is ~1e-3, not 1.
+    feat_*: (B, C, H, W) = Dis_l features of Dec(Enc(x)) and of x.
+    """
+    return (feat_recon.float() - feat_real.float()).pow(2).mean()
+
+
+def pixel_likelihood(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Pixel-space Gaussian reconstruction term, L_llike^pixel of the plain VAE (section
+    "Variational autoencoder"), per-element mean like ``dis_l_likelihood``.
+
+    DEVIATION from the VAE-GAN objective, which drops it: while Dis_l is still untrained
+    its features say little about the face, and short CPU runs would otherwise end with
+    reconstructions that do not resemble the input. Weighted by ``--pixel-weight`` (0
+    recovers the paper).
+    """
+    return F.mse_loss(recon.float(), real.float())
+
+
+# --- GAN loss, L_GAN = log Dis(x) + log(1 - Dis(Gen(z))) (Larsen et al. 2015, section
+# "Generative adversarial network"; in the VAE-GAN, Algorithm 1, both Dec(z_p) with z_p ~ p(z) and
+# Dec(Enc(x)) count as fakes). The paper's saturating log form is replaced by one of two
+# standard surrogates with the same fixed point: "ns" (Goodfellow et al. 2014's
+# non-saturating generator loss) or "hinge" (Lim & Ye 2017; Miyato et al. 2018).
+
+GAN_LOSSES = ("hinge", "ns")
+
+
+def d_loss(kind: str, real_logit: torch.Tensor, fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Discriminator side of L_GAN: real vs. every fake source, fakes averaged so that two
+    fake batches (Dec(z_p), Dec(Enc(x))) do not outweigh the one real batch.
+
+    *_logit: (B,) raw logits.
+    """
+    if kind == "hinge":
+        real = F.relu(1.0 - real_logit).mean()
+        fake = torch.stack([F.relu(1.0 + f).mean() for f in fake_logits]).mean()
+    elif kind == "ns":
+        real = F.softplus(-real_logit).mean()  # -log sigmoid(real)
+        fake = torch.stack([F.softplus(f).mean() for f in fake_logits]).mean()  # -log(1 - sigmoid)
+    else:
+        raise ValueError(f"Unknown GAN loss {kind!r}; use one of {GAN_LOSSES}.")
+    return real + fake
+
+
+def g_loss(kind: str, fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Generator (decoder) side of L_GAN over every fake source."""
+    if kind == "hinge":
+        return torch.stack([-f.mean() for f in fake_logits]).mean()
+    if kind == "ns":
+        return torch.stack([F.softplus(-f).mean() for f in fake_logits]).mean()  # -log sigmoid
+    raise ValueError(f"Unknown GAN loss {kind!r}; use one of {GAN_LOSSES}.")
+
+
+def r1_penalty(real_logit: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:
+    """R1 = E ||∇_x Dis(x)||² on real data (Mescheder, Geiger & Nowozin 2018, eq. 9); the
+    caller scales it by gamma/2. ``real_input`` must require grad and be what produced
+    ``real_logit`` (after DiffAugment, so the penalty sees the images D actually sees).
+    """
+    (grad,) = torch.autograd.grad(real_logit.sum(), real_input, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(dim=1).mean()

@@ -1,0 +1,1 @@
+"""HTTP layer: routes (one module per resource) and the helpers they share."""

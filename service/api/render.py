@@ -1,0 +1,102 @@
+"""Model output to HTTP responses: PNG, grid, APNG, GIF, strip, zip and base64 JSON.
+
+Image encoding is CPU work (zlib), so it runs in the thread pool (``anyio.to_thread``), never
+on the event loop; its time goes to the ``encode`` entry of Server-Timing.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import numpy as np
+from fastapi import Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from service import imaging
+from service.context import RequestContext
+
+T = TypeVar("T")
+PNG, GIF, ZIP = "image/png", "image/gif", "application/zip"
+
+
+async def in_thread(ctx: RequestContext, kind: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in the thread pool, adding its duration to ``ctx.<kind>_s``."""
+    t0 = time.perf_counter()
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    finally:
+        setattr(ctx, f"{kind}_s", getattr(ctx, f"{kind}_s") + time.perf_counter() - t0)
+
+
+def binary(
+    content: bytes, media_type: str, headers: Mapping[str, str] | None = None, filename: str = ""
+) -> Response:
+    h = dict(headers or {})
+    if filename:
+        h["Content-Disposition"] = f'inline; filename="{filename}"'
+    return Response(content, media_type=media_type, headers=h)
+
+
+async def grid_png(
+    ctx: RequestContext, images: np.ndarray, text: dict[str, str], level: int, ncols: int | None = None
+) -> bytes:
+    """One image for N = 1, else a grid of ``ncols`` (default ceil(√N)) columns."""
+    ctx.images += len(images)
+    return await in_thread(ctx, "encode", imaging.encode_grid, images, text, level, ncols)
+
+
+def _b64_pngs(images: np.ndarray, texts: list[dict[str, str]], level: int) -> list[str]:
+    return [
+        base64.b64encode(imaging.encode_png(im, t, level)).decode("ascii")
+        for im, t in zip(images, texts, strict=True)
+    ]
+
+
+async def b64_pngs(
+    ctx: RequestContext, images: np.ndarray, texts: list[dict[str, str]], level: int
+) -> list[str]:
+    """Each image as a base64 PNG with its own text chunks."""
+    ctx.images += len(images)
+    return await in_thread(ctx, "encode", _b64_pngs, images, texts, level)
+
+
+async def animation(
+    ctx: RequestContext, frames: np.ndarray, fmt: str, text: dict[str, str], level: int, duration_ms: int
+) -> tuple[bytes, str, str]:
+    """(body, media type, file name) of an interpolation in apng, gif, strip or zip."""
+    ctx.images += len(frames)
+    if fmt == "apng":
+        return (
+            await in_thread(ctx, "encode", imaging.encode_apng, frames, text, duration_ms, level),
+            PNG,
+            "interpolation.png",
+        )
+    if fmt == "strip":
+        return (
+            await in_thread(ctx, "encode", imaging.encode_strip, frames, text, level),
+            PNG,
+            "interpolation.png",
+        )
+    if fmt == "zip":
+        return (
+            await in_thread(ctx, "encode", imaging.encode_zip, frames, text, level),
+            ZIP,
+            "interpolation.zip",
+        )
+    if fmt == "gif":
+
+        def gif() -> bytes:
+            return imaging.encode_gif(frames, duration_ms, text=text)
+
+        return await in_thread(ctx, "encode", gif), GIF, "interpolation.gif"
+    raise ValueError(f"Unknown animation format {fmt!r}.")
+
+
+def json(body: BaseModel, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A response model as JSON (serialised by pydantic, validated when it was built)."""
+    return JSONResponse(body.model_dump(mode="json"), headers=dict(headers or {}))

@@ -1,0 +1,78 @@
+"""OpenAPI descriptions of the non-JSON and error responses, shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import PROBLEM_CONTENT_TYPE
+from service.schemas import Problem
+
+_PROBLEM = {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}
+
+
+def _problem(description: str, slug: str, status: int, title: str, detail: str) -> dict[str, Any]:
+    example = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    return {**_PROBLEM, "description": description, "content": {PROBLEM_CONTENT_TYPE: {"example": example}}}
+
+
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`format=png`: a PNG (one face, or a grid); `format=json`: the JSON body below. "
+        "Every PNG carries text chunks naming the model, version and seed, and marking it AI-generated.",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "X-Seed": {"description": "The first seed (face i: seed + i).", "schema": {"type": "integer"}},
+            "Server-Timing": {
+                "description": "queue, inference and encode durations (ms).",
+                "schema": {"type": "string"},
+            },
+        },
+    }
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: _problem(
+        "A field is missing, of the wrong type or out of range (`field` names it).",
+        "invalid-field",
+        422,
+        "Invalid request field",
+        "Field 'n' is invalid: Input should be less than or equal to 64. See /docs for the request schema.",
+    ),
+    503: _problem(
+        "The queue is full (with `Retry-After`), or the model is not ready.",
+        "queue-full",
+        503,
+        "Server busy",
+        "The server is busy: 1024 rows are queued for the model (limit 1024, FACEGEN_MAX_QUEUE_ROWS). "
+        "Retry after the number of seconds in the Retry-After header.",
+    ),
+    504: _problem(
+        "The request's deadline (FACEGEN_REQUEST_TIMEOUT_S) passed.",
+        "deadline-exceeded",
+        504,
+        "Deadline exceeded",
+        "The request did not finish within its deadline (FACEGEN_REQUEST_TIMEOUT_S); the server "
+        "is overloaded. Retry later or with fewer images.",
+    ),
+}
+
+UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    413: _problem(
+        "A file is over FACEGEN_MAX_UPLOAD_BYTES, its header claims over FACEGEN_MAX_IMAGE_PIXELS, "
+        "the body is over FACEGEN_MAX_REQUEST_BYTES, or there are more than 64 files.",
+        "payload-too-large",
+        413,
+        "Payload too large",
+        "The image in field 'image' is 30000×30000 = 900,000,000 pixels; the limit is 40,000,000 "
+        "pixels (FACEGEN_MAX_IMAGE_PIXELS). Send a smaller image.",
+    ),
+    415: _problem(
+        "A file is empty, not an image, truncated or corrupt. Accepted: JPEG, PNG, WebP, BMP, GIF, TIFF.",
+        "unsupported-image",
+        415,
+        "Unsupported image",
+        "The file in field 'image' is not a JPEG, PNG, WebP, BMP, GIF or TIFF image (or its header "
+        "is corrupt). Send a JPEG, PNG, WebP, BMP, GIF or TIFF image.",
+    ),
+}

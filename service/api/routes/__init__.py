@@ -1,0 +1,13 @@
+"""One router per resource; ``ROUTERS`` is what main.create_app includes, in /docs order."""
+
+from service.api.routes import decode, encode, generate, health, interpolate, models, reconstruct
+
+ROUTERS = [
+    generate.router,
+    decode.router,
+    encode.router,
+    reconstruct.router,
+    interpolate.router,
+    models.router,
+    health.router,
+]

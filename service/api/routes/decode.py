@@ -1,0 +1,55 @@
+"""POST /decode: faces from latents the client holds."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Response
+
+from service.api import render
+from service.api.responses import ERROR_RESPONSES, IMAGE_RESPONSES
+from service.deps import Ctx, ReadyModel, SettingsDep
+from service.errors import InvalidFieldError
+from service.imaging import png_text
+from service.schemas import DecodeRequest, ImagesResponse
+
+router = APIRouter(tags=["faces"])
+
+
+def check_latent(row: list[float], latent_dim: int, field: str) -> None:
+    """422 naming ``field`` unless ``row`` has the model's latent_dim (values are checked by the schema)."""
+    if len(row) != latent_dim:
+        raise InvalidFieldError(
+            f"Field '{field}' has {len(row)} numbers; this model's latents have {latent_dim} "
+            f"(GET /models shows latent_dim).",
+            field=field,
+        )
+
+
+@router.post(
+    "/decode",
+    summary="Decode latents into faces",
+    response_model=ImagesResponse,
+    responses={**IMAGE_RESPONSES, **ERROR_RESPONSES},
+)
+async def decode(
+    body: DecodeRequest, model: ReadyModel, ctx: Ctx, settings: SettingsDep
+) -> Response | ImagesResponse:
+    """Each row of `latents` (latent_dim finite numbers) becomes one face; outputs as for
+    /generate (`png`: one image or a grid; `json`: base64 PNGs and the latents), without X-Seed.
+    """
+    info = model.info
+    for i, row in enumerate(body.latents):
+        check_latent(row, info.latent_dim, f"latents[{i}]")
+    latents = np.asarray(body.latents, np.float32)  # (n, D)
+    faces = await model.decode(latents)
+    level = settings.png_compress_level
+    if body.format == "json":
+        texts = [png_text(info.name, info.version)] * len(faces)
+        images = await render.b64_pngs(ctx, faces, texts, level)
+        return render.json(
+            ImagesResponse(
+                model=info.name, version=info.version, seed=None, images=images, latents=latents.tolist()
+            )
+        )
+    png = await render.grid_png(ctx, faces, png_text(info.name, info.version, n=str(len(faces))), level)
+    return render.binary(png, render.PNG, filename="facegen-decoded.png")

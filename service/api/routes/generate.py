@@ -1,0 +1,52 @@
+"""POST /generate: faces from seeds."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Response
+
+from facegen_core.latent import latents_for_seeds
+from service.api import render
+from service.api.responses import ERROR_RESPONSES, IMAGE_RESPONSES
+from service.deps import Ctx, ReadyModel, SettingsDep
+from service.imaging import png_text
+from service.schemas import GenerateRequest, ImagesResponse
+
+router = APIRouter(tags=["faces"])
+SERVER_SEEDS = 2**31  # seeds the server picks are short enough to read out and type back
+
+
+@router.post(
+    "/generate",
+    summary="Sample faces from seeds",
+    response_model=ImagesResponse,
+    responses={**IMAGE_RESPONSES, **ERROR_RESPONSES},
+)
+async def generate(
+    body: GenerateRequest, model: ReadyModel, ctx: Ctx, settings: SettingsDep
+) -> Response | ImagesResponse:
+    """Face i comes from seed + i (z = N(0, T²I) drawn from its own generator), so face i of a
+    grid is also `{"n": 1, "seed": seed + i}`. The same seed, n, temperature and model version
+    give the same pixels, whatever else the server is doing. The seed used is in `X-Seed`.
+
+    `png`: one image for n = 1, else a grid of ceil(√n) columns (2 px black padding).
+    `json`: `{model, version, seed, images: [base64 PNG], latents}`.
+    """
+    info = model.info
+    seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
+    latents = latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
+    faces = await model.decode(latents)  # (n, S, S, C)
+    headers = {"X-Seed": str(seed)}
+    level = settings.png_compress_level
+    extra = {"temperature": f"{body.temperature:g}"}
+    if body.format == "json":
+        texts = [png_text(info.name, info.version, seed + i, **extra) for i in range(body.n)]
+        images = await render.b64_pngs(ctx, faces, texts, level)
+        out = ImagesResponse(
+            model=info.name, version=info.version, seed=seed, images=images, latents=latents.tolist()
+        )
+        return render.json(out, headers)
+    text = png_text(info.name, info.version, seed, n=str(body.n), **extra)
+    png = await render.grid_png(ctx, faces, text, level)
+    return render.binary(png, render.PNG, headers, f"facegen-{seed}.png")

@@ -1,0 +1,54 @@
+"""GET /healthz (alive), /readyz (model ready) and /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from service.deps import ServicesDep
+from service.errors import PROBLEM_CONTENT_TYPE, NotReadyError
+from service.schemas import HealthResponse, Problem, ReadyResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> HealthResponse:
+    """200 as long as the process serves HTTP, from the first moment (the model loads in the background)."""
+    return HealthResponse()
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={
+        503: {
+            "model": Problem,
+            "content": {PROBLEM_CONTENT_TYPE: {}},
+            "description": "Not ready: loading, warming up, or the load failed (detail says why).",
+        }
+    },
+)
+async def readyz(services: ServicesDep) -> ReadyResponse:
+    """200 once the model is loaded, its checksums verified and warm-up done; 503 (problem+json,
+    with the reason) before that, or for good when the load failed (see GET /models).
+    """
+    runner = services.runner
+    if not runner.ready or runner.info is None:
+        raise NotReadyError(runner.reason, state=runner.state)
+    return ReadyResponse(model=runner.info.name, version=runner.info.version)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain; version=0.0.4": {}}, "description": "Prometheus text format."}},
+)
+async def metrics(services: ServicesDep) -> Response:
+    """facegen_requests_total, facegen_request_duration_seconds, facegen_batch_size,
+    facegen_queue_wait_seconds, facegen_inference_duration_seconds, facegen_queue_depth,
+    facegen_images_total, facegen_rejected_total, facegen_model_info (and on CUDA
+    facegen_gpu_memory_allocated_bytes).
+    """
+    body, content_type = services.metrics.render()
+    return Response(body, media_type=content_type)

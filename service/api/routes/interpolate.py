@@ -1,0 +1,217 @@
+"""POST /interpolate: a path of faces between two ends (seeds, latents or photos)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as FormFile
+
+from facegen_core.latent import interpolate as latent_path
+from facegen_core.latent import latent_for_seed
+from service.api import render
+from service.api.inputs import read_images
+from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
+from service.api.routes.decode import check_latent
+from service.deps import Ctx, ReadyModel, SettingsDep
+from service.errors import InvalidFieldError
+from service.imaging import png_text
+from service.inference import Model
+from service.problems import UnsupportedMediaTypeError
+from service.schemas import (
+    MAX_SEED,
+    ImagesResponse,
+    InterpolateOptions,
+    InterpolateRequest,
+    LatentEnd,
+    SeedEnd,
+)
+
+router = APIRouter(tags=["faces"])
+FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "start_image": {"type": "string", "format": "binary", "description": "Photo of the first face."},
+        "end_image": {"type": "string", "format": "binary", "description": "Photo of the last face."},
+        "start_seed": {"type": "integer", "description": "Instead of start_image: a seed."},
+        "end_seed": {"type": "integer", "description": "Instead of end_image: a seed."},
+        "steps": {"type": "integer", "default": 8, "minimum": 2, "maximum": 64},
+        "method": {"type": "string", "enum": ["slerp", "lerp"], "default": "slerp"},
+        "format": {"type": "string", "enum": ["apng", "gif", "strip", "zip", "json"], "default": "apng"},
+        "temperature": {"type": "number", "default": 1.0},
+        "duration_ms": {"type": "integer", "default": 100},
+    },
+}
+OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/InterpolateRequest"},
+                "examples": {
+                    "seeds": {
+                        "value": {"start": {"seed": 1}, "end": {"seed": 2}, "steps": 8, "format": "apng"}
+                    },
+                    "latent": {
+                        "value": {"start": {"seed": 7}, "end": {"latent": [0.1] * 8}, "format": "json"}
+                    },
+                },
+            },
+            "multipart/form-data": {"schema": _FORM_SCHEMA},
+        },
+    }
+}
+ANIMATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        **IMAGE_RESPONSES[200],
+        "description": "apng/strip: image/png; gif: image/gif; zip: application/zip of "
+        "frame_000.png…; json: the body below.",
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/gif": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _invalid(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
+
+
+async def _parse_json(request: Request) -> tuple[InterpolateOptions, list[SeedEnd | LatentEnd | FormFile]]:
+    try:
+        body = InterpolateRequest.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise _invalid(e.errors(include_url=False)) from None
+    return body, [body.start, body.end]
+
+
+def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
+    image, seed = form.get(f"{side}_image"), form.get(f"{side}_seed")
+    if isinstance(image, FormFile):
+        return image
+    if image is not None:
+        raise InvalidFieldError(f"Field '{side}_image' must be a file, not text.", field=f"{side}_image")
+    if isinstance(seed, str):
+        if not seed.isdigit() or int(seed) > MAX_SEED:
+            raise InvalidFieldError(
+                f"Field '{side}_seed' must be an integer from 0 to {MAX_SEED}.", field=f"{side}_seed"
+            )
+        return SeedEnd(seed=int(seed))
+    raise InvalidFieldError(
+        f"Field '{side}_image' is required: a photo of the {side} face (or {side}_seed).",
+        field=f"{side}_image",
+    )
+
+
+def _parse_form(form: FormData) -> tuple[InterpolateOptions, list[SeedEnd | LatentEnd | FormFile]]:
+    unknown = sorted(set(form.keys()) - {*FORM_FIELDS, "start_image", "end_image", "start_seed", "end_seed"})
+    if unknown:
+        raise InvalidFieldError(f"Field '{unknown[0]}' is not a field of /interpolate.", field=unknown[0])
+    fields = {k: form[k] for k in FORM_FIELDS if k in form}
+    if any(not isinstance(v, str) for v in fields.values()):
+        name = next(k for k, v in fields.items() if not isinstance(v, str))
+        raise InvalidFieldError(f"Field '{name}' must be text, not a file.", field=name)
+    try:
+        opts = InterpolateOptions.model_validate(fields)
+    except ValidationError as e:
+        raise _invalid(e.errors(include_url=False)) from None
+    return opts, [_form_end(form, "start"), _form_end(form, "end")]
+
+
+async def _end_latents(
+    ends: list[SeedEnd | LatentEnd | FormFile],
+    opts: InterpolateOptions,
+    model: Model,
+    ctx: Ctx,
+    settings: SettingsDep,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    info, out = model.info, []
+    photos = [i for i, e in enumerate(ends) if isinstance(e, FormFile)]
+    mus: dict[int, np.ndarray] = {}
+    for i in photos:  # read and check both files before any model work
+        end = ends[i]
+        assert isinstance(end, FormFile)
+        mus[i] = (await read_images([end], ("start_image", "end_image")[i], settings, info, ctx))[0]
+    if photos:
+        mu, _ = await model.encode(np.stack([mus[i] for i in photos]))  # one call, 1–2 rows
+        mus = {i: mu[k] for k, i in enumerate(photos)}
+    for i, end in enumerate(ends):
+        side = ("start", "end")[i]
+        if isinstance(end, SeedEnd):
+            out.append(latent_for_seed(end.seed, info.latent_dim, opts.temperature))
+        elif isinstance(end, LatentEnd):
+            check_latent(end.latent, info.latent_dim, f"{side}.latent")
+            out.append(torch.tensor(end.latent, dtype=torch.float32))
+        else:
+            out.append(torch.from_numpy(np.asarray(mus[i], np.float32)))
+    return out[0], out[1]
+
+
+def _describe(end: SeedEnd | LatentEnd | FormFile) -> str:
+    if isinstance(end, SeedEnd):
+        return f"seed {end.seed}"
+    return "latent" if isinstance(end, LatentEnd) else "image"
+
+
+@router.post(
+    "/interpolate",
+    summary="Interpolate between two faces",
+    response_model=ImagesResponse,
+    responses={**ANIMATION_RESPONSES, **UPLOAD_ERROR_RESPONSES},
+    openapi_extra=OPENAPI_BODY,
+)
+async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: SettingsDep) -> Response:
+    """`steps` frames from start to end, both included (slerp by default). JSON body: `start`
+    and `end` are each `{seed}` or `{latent}`. Multipart: files `start_image` and `end_image`
+    (or form fields `start_seed`/`end_seed`) and the other fields as form fields.
+
+    apng: animated PNG (image/png, loops); strip: one PNG, frames left to right; gif: image/gif;
+    zip: frame_000.png…; json: base64 PNG frames and their latents.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        async with request.form(
+            max_files=2, max_fields=len(FORM_FIELDS) + 2, max_part_size=64 * 1024
+        ) as form:
+            opts, ends = _parse_form(form)
+            a, b = await _end_latents(ends, opts, model, ctx, settings)
+    elif ctype == "application/json" or ctype.endswith("+json"):
+        opts, ends = await _parse_json(request)
+        a, b = await _end_latents(ends, opts, model, ctx, settings)
+    else:
+        raise UnsupportedMediaTypeError(
+            "/interpolate takes application/json or multipart/form-data, not "
+            f"{ctype or 'a body without Content-Type'}."
+        )
+    path = latent_path(a, b, opts.steps, opts.method).numpy().astype(np.float32)  # (steps, D)
+    frames = await model.decode(path)  # (steps, S, S, C)
+    info, level = model.info, settings.png_compress_level
+    extra = {
+        "start": _describe(ends[0]),
+        "end": _describe(ends[1]),
+        "method": opts.method,
+        "steps": str(opts.steps),
+    }
+    seed = ends[0].seed if isinstance(ends[0], SeedEnd) else None
+    text = png_text(info.name, info.version, seed, **extra)
+    if opts.format == "json":
+        texts = [{**text, "facegen:frame": str(i)} for i in range(len(frames))]
+        images = await render.b64_pngs(ctx, frames, texts, level)
+        return render.json(
+            ImagesResponse(
+                model=info.name, version=info.version, seed=seed, images=images, latents=path.tolist()
+            )
+        )
+    content, media_type, filename = await render.animation(
+        ctx, frames, opts.format, text, level, opts.duration_ms
+    )
+    return render.binary(content, media_type, filename=filename)

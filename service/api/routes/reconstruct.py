@@ -1,0 +1,73 @@
+"""POST /reconstruct: photos through the encoder and back through the decoder."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Form, Response
+
+from service.api import render
+from service.api.inputs import read_images
+from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
+from service.api.routes.encode import Images
+from service.deps import Ctx, ReadyModel, SettingsDep
+from service.imaging import png_text
+from service.schemas import ReconstructResponse
+
+router = APIRouter(tags=["latents"])
+
+
+@router.post(
+    "/reconstruct",
+    summary="Reconstruct photos (encode, then decode)",
+    response_model=ReconstructResponse,
+    responses={**IMAGE_RESPONSES, **UPLOAD_ERROR_RESPONSES},
+)
+async def reconstruct(
+    image: Images,
+    model: ReadyModel,
+    ctx: Ctx,
+    settings: SettingsDep,
+    pair: Annotated[bool, Form(description="Put the model's input crop beside each reconstruction.")] = False,
+    format: Annotated[
+        Literal["png", "json"], Form(description="png: one image or a grid; json: base64 PNGs.")
+    ] = "png",
+) -> Response | ReconstructResponse:
+    """Each file is encoded and its mean `mu` decoded (no sampling, so the result is repeatable).
+
+    `png`: one reconstruction, or a grid of ceil(√N) columns; with `pair=true`, one row per
+    file: the model's input crop, then its reconstruction. `json`: base64 PNGs (`inputs` too
+    with `pair=true`) and each file's `mu`.
+    """
+    info = model.info
+    crops = await read_images(image, "image", settings, info, ctx)  # (N, S, S, C)
+    mu, _ = await model.encode(crops)
+    recon = await model.decode(mu)  # (N, S, S, C)
+    level = settings.png_compress_level
+    text = png_text(info.name, info.version, kind="reconstruction")
+    if format == "json":
+        images = await render.b64_pngs(ctx, recon, [text] * len(recon), level)
+        inputs = None
+        if pair:
+            # The crops are the client's own photos, resized: named, but not marked AI-generated.
+            crop_text = {
+                "Software": "facegen",
+                "facegen:model": info.name,
+                "facegen:version": str(info.version),
+                "facegen:kind": "input-crop",
+            }
+            inputs = await render.b64_pngs(ctx, crops, [crop_text] * len(crops), level)
+        body = ReconstructResponse(
+            model=info.name, version=info.version, images=images, inputs=inputs, latents=mu.tolist()
+        )
+        return render.json(body)
+    if pair:
+        tiles = np.stack([crops, recon], axis=1).reshape(-1, *recon.shape[1:])  # input, recon, input, ...
+        png = await render.grid_png(
+            ctx, tiles, {**text, "facegen:layout": "input|reconstruction"}, level, ncols=2
+        )
+        ctx.images -= len(crops)  # count reconstructions, not the echoed inputs
+        return render.binary(png, render.PNG, filename="facegen-reconstruction.png")
+    png = await render.grid_png(ctx, recon, text, level)
+    return render.binary(png, render.PNG, filename="facegen-reconstruction.png")

@@ -1,0 +1,82 @@
+"""Per-request bookkeeping, and the ASGI middleware that creates it and turns it into metrics.
+
+The middleware is pure ASGI (not BaseHTTPMiddleware) so it adds no task or copy per request.
+For every HTTP request it
+
+* creates a ``RequestContext`` (deadline, timings, image count) in ``scope["state"]``, where
+  routes find it as ``request.state.ctx`` (``deps.Ctx``);
+* adds the ``Server-Timing`` header (queue, inference, upload decoding, image encoding);
+* counts ``facegen_requests_total``, ``facegen_request_duration_seconds`` and
+  ``facegen_images_total`` under the route path (or "other", so labels stay few).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+
+
+@dataclass
+class RequestContext:
+    """What a request's handlers accumulate while it runs (seconds)."""
+
+    started: float
+    deadline: float  # time.monotonic() by which the response must be ready, else 504
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+    upload_s: float = 0.0
+    encode_s: float = 0.0
+    images: int = 0  # images returned, for facegen_images_total
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def server_timing(self) -> str:
+        parts = [("queue", self.queue_s), ("inference", self.inference_s)]
+        if self.upload_s:
+            parts.append(("upload", self.upload_s))
+        parts.append(("encode", self.encode_s))
+        return ", ".join(f"{name};dur={1000.0 * s:.1f}" for name, s in parts)
+
+
+class ServiceMiddleware:
+    """Request context, Server-Timing and request metrics (see the module docstring)."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, request_timeout_s: float, endpoints: Iterable[str]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.timeout_s = request_timeout_s
+        self.endpoints = frozenset(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        ctx = RequestContext(started=now, deadline=now + self.timeout_s)
+        scope.setdefault("state", {})["ctx"] = ctx
+        endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+        status = 500  # what the client sees if the app dies before starting a response
+
+        async def send_with_timing(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [*message.get("headers", []), (b"server-timing", ctx.server_timing().encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_timing)
+        finally:
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - now)
+            if ctx.images and status < 400:
+                self.metrics.images.labels(endpoint=endpoint).inc(ctx.images)

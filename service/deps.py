@@ -1,0 +1,57 @@
+"""Dependencies of the routes, as ``Annotated`` aliases (fastapi full-stack template style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.batcher import Batcher
+from service.context import RequestContext
+from service.errors import NotReadyError
+from service.inference import Model
+from service.metrics import Metrics
+from service.runner import ModelRunner
+from service.settings import Settings
+
+
+@dataclass
+class Services:
+    """The app's long-lived parts, in ``app.state.services`` (built by main.create_app)."""
+
+    settings: Settings
+    metrics: Metrics
+    runner: ModelRunner
+    batcher: Batcher
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_settings(request: Request) -> Settings:
+    return get_services(request).settings
+
+
+def get_ctx(request: Request) -> RequestContext:
+    ctx: RequestContext = request.state.ctx
+    return ctx
+
+
+def get_model(request: Request) -> Model:
+    """The loaded model, bound to this request; 503 (problem+json) until /readyz is 200."""
+    services = get_services(request)
+    runner = services.runner
+    if not runner.ready or runner.info is None:
+        raise NotReadyError(
+            f"{runner.reason} Retry when GET /readyz answers 200.", headers={"Retry-After": "5"}
+        )
+    return Model(runner.info, services.batcher, get_ctx(request), request.is_disconnected)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Ctx = Annotated[RequestContext, Depends(get_ctx)]
+ReadyModel = Annotated[Model, Depends(get_model)]

@@ -1,0 +1,42 @@
+"""What the routes call: the model's two primitive ops, batched, timed and deadline-bound.
+
+``Model`` is built per request (``deps.ReadyModel``) around the shared batcher: it knows the
+request's deadline and how to notice that its client has gone, and adds the queue and
+inference time of each call to the request's Server-Timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batcher import Batcher
+from service.context import RequestContext
+from service.runner import ModelInfo
+
+ENCODE, DECODE = "encode", "decode"
+
+
+@dataclass
+class Model:
+    info: ModelInfo
+    batcher: Batcher
+    ctx: RequestContext
+    disconnected: Callable[[], Awaitable[bool]] | None = None
+
+    async def _run(self, op: str, rows: np.ndarray) -> np.ndarray:
+        result = await self.batcher.run(op, rows, deadline=self.ctx.deadline, disconnected=self.disconnected)
+        self.ctx.queue_s += result.queue_s
+        self.ctx.inference_s += result.inference_s
+        return result.output
+
+    async def decode(self, latents: np.ndarray) -> np.ndarray:
+        """float32 (N, latent_dim) -> uint8 faces (N, S, S, C)."""
+        return await self._run(DECODE, np.ascontiguousarray(latents, np.float32))
+
+    async def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, C) -> mu, logvar, each float32 (N, latent_dim)."""
+        stats = await self._run(ENCODE, images)  # (N, 2, latent_dim)
+        return stats[:, 0], stats[:, 1]

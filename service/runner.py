@@ -1,0 +1,186 @@
+"""The model worker: the one thread that owns the device and runs encode/decode batches.
+
+``ModelRunner.load`` (on the worker thread) verifies and loads the artifact, then warms up;
+its outcome is ``state`` ("loading", "ready" or "failed" with ``reason``), which /readyz and
+/models report. A failed load leaves the process running: /healthz stays 200, /readyz 503.
+
+Determinism. A conv's result for one sample can depend on the batch it is computed in
+(oneDNN/cuDNN pick kernels and blockings by shape): measured on CPU with the tiny model, a
+latent decoded alone and inside batches of 2–64 differed by up to 6e-8, enough to flip one
+uint8 pixel in ~500 faces. Within a fixed batch shape, though, each row's output did not
+depend on its position or on the other rows (0 differences in 96 trials × 5 shapes, tiny and
+small models, 1 and 2 threads). So every forward pass here runs exactly ``chunk_rows`` rows,
+the last chunk padded with zeros: a face's pixels are the same whether it was asked for
+alone, in a grid, or batched with strangers. The price is padding work for small batches,
+which is why ``chunk_rows`` defaults to 8 on CPU (per-row cost is flat from 4 to 64 rows there)
+and to max_batch_size on CUDA (padding is nearly free on a GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegen_core.artifact import Artifact, ModelStore, load_artifact
+from facegen_core.device import autocast, resolve_device
+from facegen_core.preprocess import model_to_uint8, uint8_to_model
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the API reports about the loaded model (immutable once ready)."""
+
+    name: str
+    version: int
+    sha256: str
+    image_size: int
+    channels: int
+    latent_dim: int
+    input_crop: str
+    manifest: dict[str, Any]
+
+
+class ModelRunner:
+    """Loads one artifact and runs its encoder/decoder on a single dedicated thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # One thread owns the device: torch calls are never interleaved across threads,
+        # and the event loop never blocks on them.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facegen-model")
+        self.state = "loading"
+        self.reason = "The model is loading."
+        self.path: str | None = None
+        self.info: ModelInfo | None = None
+        self.device = torch.device("cpu")
+        self.chunk_rows = 1
+        self._artifact: Artifact | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Resolve, verify, load and warm up; never raises (the outcome is in ``state``)."""
+        s = self.settings
+        started = time.perf_counter()
+        try:
+            if s.torch_threads:
+                torch.set_num_threads(s.torch_threads)
+            self.device = resolve_device(s.device)
+            self.chunk_rows = s.effective_chunk_rows(self.device.type)
+            store = ModelStore(s.model_store)
+            name = s.model_name or store.default_name()
+            path = store.resolve(name, s.model_version)
+            self.path = str(path)
+            log.info("Loading model %s from %s on %s (%s).", name, path, self.device, s.precision)
+            artifact = load_artifact(path, self.device)
+            self._artifact = artifact
+            cfg = artifact.config
+            self.info = ModelInfo(
+                name=artifact.name,
+                version=artifact.version,
+                sha256=artifact.weights_sha256,
+                image_size=cfg.image_size,
+                channels=cfg.channels,
+                latent_dim=cfg.latent_dim,
+                input_crop=cfg.input_crop,
+                manifest=artifact.manifest,
+            )
+            self.state, self.reason = "warming_up", "The model is loaded and warming up."
+            self._warm_up()
+        except Exception as exc:  # any failure: report it, keep the process up
+            self.state = "failed"
+            self.reason = f"The model could not be loaded: {exc}"
+            log.error("%s", self.reason, exc_info=not _expected(exc))
+            return
+        self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
+        log.info(
+            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d).",
+            self.info.name,
+            self.info.version,
+            time.perf_counter() - started,
+            self.chunk_rows,
+            torch.get_num_threads(),
+        )
+
+    def _warm_up(self) -> None:
+        """Run each op at a few batch sizes so the first request pays no one-off costs."""
+        assert self.info is not None
+        s, info = self.settings, self.info
+        for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
+            images = self.decode(np.zeros((b, info.latent_dim), np.float32))
+            stats = self.encode(images)
+            if not np.isfinite(stats).all():
+                raise RuntimeError("The encoder returned non-finite values during warm-up.")
+        if s.warmup_delay_s:
+            time.sleep(s.warmup_delay_s)  # test hook (FACEGEN_WARMUP_DELAY_S)
+
+    # ------------------------------------------------------------------ batch functions
+
+    def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """fn over x in passes of exactly chunk_rows rows (see the module docstring)."""
+        c, outs = self.chunk_rows, []
+        for i in range(0, x.shape[0], c):
+            part = x[i : i + c]
+            k = part.shape[0]
+            if k < c:
+                part = torch.cat([part, part.new_zeros((c - k, *part.shape[1:]))])
+            outs.append(fn(part)[:k])
+        return torch.cat(outs)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """float32 (B, latent_dim) -> uint8 (B, H, W, C). Runs on the model thread."""
+        art = self._require()
+        with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
+            z = torch.from_numpy(np.ascontiguousarray(latents, np.float32)).to(self.device)
+            x = self._chunked(art.decoder, z)  # (B, C, H, W) in [-1, 1]
+            x = torch.nan_to_num(x.float(), nan=0.0)
+            out = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+        return np.ascontiguousarray(out)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, C) -> float32 (B, 2, latent_dim): mu and logvar of q(z|x)."""
+        art = self._require()
+        with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
+            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+            x = uint8_to_model(x)  # (B, C, H, W) in [-1, 1]
+
+            def both(v: torch.Tensor) -> torch.Tensor:
+                mu, logvar = art.encoder(v)
+                return torch.stack([mu.float(), logvar.float()], dim=1)  # (b, 2, D)
+
+            stats = self._chunked(both, x)
+        return stats.cpu().numpy().astype(np.float32)
+
+    def _require(self) -> Artifact:
+        if self._artifact is None:
+            raise RuntimeError("The model is not loaded; wait for /readyz.")
+        return self._artifact
+
+    def gpu_memory_allocated(self) -> float:
+        return float(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0.0
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _expected(exc: Exception) -> bool:
+    """Artifact problems are reported in a sentence; only surprises need a traceback."""
+    from facegen_core.artifact import ArtifactError
+
+    return isinstance(exc, ArtifactError)

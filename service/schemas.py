@@ -1,0 +1,230 @@
+"""Request and response bodies of the API, with the examples /docs shows.
+
+Request models are strict and closed: ``"n": "4"`` or ``"n": 4.0`` is a 422 (not silently
+coerced), and so is an unknown key such as ``"temp"`` (a typo would otherwise be ignored).
+Field names are a contract with clients and dashboards: add, never rename.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.settings import MAX_ROWS_PER_REQUEST
+
+MAX_SEED = 2**63 - MAX_ROWS_PER_REQUEST  # so seed + i (i < 64) still fits torch's int64 seed
+# |z| beyond this is no Gaussian latent (at temperature 2, |z_i| > 15 has p < 1e-13) and only
+# risks inf/NaN inside the decoder.
+LATENT_BOUND = 1000.0
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Face i of a request comes from seed + i.")]
+LatentValue = Annotated[float, Field(allow_inf_nan=False, ge=-LATENT_BOUND, le=LATENT_BOUND)]
+Latent = Annotated[list[LatentValue], Field(min_length=1, max_length=4096)]
+Temperature = Annotated[
+    float,
+    Field(gt=0.0, le=2.0, description="Scale of z ~ N(0, T²I): lower is more typical, higher more varied."),
+]
+ImageFormat = Literal["png", "json"]
+EXAMPLE_LATENT: list[Any] = [0.12, -1.3, 0.5, 0.0, 2.1, -0.7, 0.33, 1.0]  # the tiny test model's 8 dims
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class GenerateRequest(StrictModel):
+    """Sample n faces; face i comes from seed + i, so any face of a grid can be fetched alone."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"n": 4, "seed": 42, "temperature": 0.8, "format": "png"}, {"seed": 44}]
+        }
+    )
+
+    n: int = Field(default=1, ge=1, le=MAX_ROWS_PER_REQUEST, description="Number of faces (1–64).")
+    seed: Seed | None = Field(
+        default=None, description="First seed; null: the server picks one (see X-Seed)."
+    )
+    temperature: Temperature = 1.0
+    format: ImageFormat = Field(
+        default="png", description="png: one image or a grid; json: base64 PNGs + latents."
+    )
+
+
+class DecodeRequest(StrictModel):
+    """Decode latents you hold (from /generate or /encode json, or edited) into faces."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"latents": [EXAMPLE_LATENT], "format": "png"}]}
+    )
+
+    latents: list[Latent] = Field(
+        default=...,
+        min_length=1,
+        max_length=MAX_ROWS_PER_REQUEST,
+        description="1–64 rows of latent_dim finite numbers.",
+    )
+    format: ImageFormat = "png"
+
+
+class SeedEnd(StrictModel):
+    seed: Seed
+
+
+class LatentEnd(StrictModel):
+    latent: Latent
+
+
+End = Annotated[SeedEnd | LatentEnd, Field(description="{seed: int} or {latent: [latent_dim numbers]}.")]
+InterpolateFormat = Literal["apng", "gif", "strip", "zip", "json"]
+
+
+class InterpolateOptions(BaseModel):
+    """The fields shared by the JSON and the multipart form of /interpolate (lax: form text)."""
+
+    steps: int = Field(default=8, ge=2, le=MAX_ROWS_PER_REQUEST, description="Frames, both ends included.")
+    method: Literal["slerp", "lerp"] = Field(
+        default="slerp", description="slerp keeps the Gaussian norm; lerp is a line."
+    )
+    format: InterpolateFormat = Field(
+        default="apng",
+        description="apng (image/png), gif, strip (one PNG, left to right), zip (frame_000.png…), json.",
+    )
+    temperature: Temperature = Field(default=1.0, description="Temperature of seed ends.")
+    duration_ms: int = Field(default=100, ge=10, le=10_000, description="Frame duration of apng and gif.")
+
+
+class InterpolateRequest(InterpolateOptions):
+    """A path of faces between two ends, each a seed or a latent."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"start": {"seed": 1}, "end": {"seed": 2}, "steps": 8, "method": "slerp", "format": "apng"},
+                {"start": {"seed": 7}, "end": {"latent": EXAMPLE_LATENT}, "steps": 4, "format": "json"},
+            ]
+        },
+    )
+
+    start: End
+    end: End
+
+
+class ImagesResponse(BaseModel):
+    """Faces as base64 PNGs (each with the text chunks), with the latents that made them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "celeba64",
+                    "version": 3,
+                    "seed": 42,
+                    "images": ["iVBORw0KGgo..."],
+                    "latents": [EXAMPLE_LATENT],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: int
+    seed: int | None = Field(
+        default=None, description="First seed (face i: seed + i); null for latents/images."
+    )
+    images: list[str] = Field(..., description="base64 PNGs, one per face or frame, in order.")
+    latents: list[list[float]]
+
+
+class LatentStats(BaseModel):
+    mu: list[float] = Field(..., description="Mean of q(z|x): the face's latent.")
+    logvar: list[float] = Field(..., description="log σ² of q(z|x): the encoder's uncertainty.")
+
+
+class EncodeResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "celeba64",
+                    "version": 3,
+                    "latent_dim": 8,
+                    "items": [{"mu": EXAMPLE_LATENT, "logvar": [-2.0] * 8}],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: int
+    latent_dim: int
+    items: list[LatentStats]
+
+
+class ReconstructResponse(BaseModel):
+    model: str
+    version: int
+    images: list[str] = Field(..., description="base64 PNG reconstructions, decode(mu), one per file.")
+    inputs: list[str] | None = Field(
+        default=None, description="With pair=true: the model's input crops (base64 PNG)."
+    )
+    latents: list[list[float]] = Field(..., description="mu of each file (what was decoded).")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str
+    version: int
+
+
+class LoadedModel(BaseModel):
+    state: Literal["loading", "warming_up", "ready", "failed"]
+    reason: str = Field(..., description="Why the model is (not) ready, e.g. a checksum mismatch.")
+    name: str | None = None
+    version: int | None = None
+    path: str | None = None
+    device: str | None = None
+    precision: str
+    latent_dim: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    manifest: dict[str, Any] | None = Field(default=None, description="The artifact's manifest.json.")
+
+
+class ModelsResponse(BaseModel):
+    loaded: LoadedModel
+    store: str = Field(..., description="The model store directory.")
+    default: str | None = Field(default=None, description="The store's default model name.")
+    models: dict[str, list[int]] = Field(..., description="Every model in the store and its versions.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/invalid-field",
+                    "title": "Invalid request field",
+                    "status": 422,
+                    "detail": "Field 'n' is invalid: Input should be less than or equal to 64. "
+                    "See /docs for the request schema.",
+                    "field": "n",
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None

@@ -211,13 +211,16 @@ def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int 
                 f"{path} lacks the columns {missing} (it has {reader.fieldnames}); expected the "
                 f"age/gender/ethnicity face CSV with columns {list(CSV_COLUMNS)}."
             )
-        arrays, names, attrs, skipped = [], [], [], 0
+        arrays: list[np.ndarray] = []
+        names: list[str] = []
+        attrs: list[list[int]] = []
+        skipped = 0
         for row in reader:
             if limit is not None and len(arrays) >= limit:
                 break
             try:
                 px = np.array(row["pixels"].split(), dtype=np.int64)
-                side = int(round(len(px) ** 0.5))
+                side = round(len(px) ** 0.5)
                 if side * side != len(px) or side == 0:
                     raise ValueError("pixels are not a square image")
                 a = np.clip(px, 0, 255).astype(np.uint8).reshape(side, side)
@@ -326,6 +329,7 @@ def load_faces(
         raise DatasetError(
             f"The data source {path} does not exist; pass an existing folder, .zip, .npz or .csv."
         )
+    loader: Callable[[Path, int, int, str, int | None], FaceDataset]
     if path.is_dir():
         loader = _load_folder
     elif path.suffix.lower() in LOADERS:

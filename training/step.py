@@ -143,7 +143,7 @@ def train_step(
     nets.opt_enc.step()
     nets.opt_dec.step()
     nets.opt_dis.step()
-    nets.ema.update(unwrap(dec))
+    nets.ema.update(unwrap(dec), step)
 
     terms = {
         "prior": loss_prior,

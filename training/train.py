@@ -98,7 +98,7 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
     dis = Discriminator(cfg, spectral_norm=args.spectral_norm).to(info.device)
     if info.device.type == "cuda":
         for m in (enc, dec, dis):
-            m.to(memory_format=torch.channels_last)
+            m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     betas = (args.beta1, args.beta2)
     ema = EMA(dec, args.ema_decay)
     return Nets(

@@ -4,16 +4,19 @@
 its outcome is ``state`` ("loading", "ready" or "failed" with ``reason``), which /readyz and
 /models report. A failed load leaves the process running: /healthz stays 200, /readyz 503.
 
-Determinism. A conv's result for one sample can depend on the batch it is computed in
-(oneDNN/cuDNN pick kernels and blockings by shape): measured on CPU with the tiny model, a
-latent decoded alone and inside batches of 2–64 differed by up to 6e-8, enough to flip one
-uint8 pixel in ~500 faces. Within a fixed batch shape, though, each row's output did not
-depend on its position or on the other rows (0 differences in 96 trials × 5 shapes, tiny and
-small models, 1 and 2 threads). So every forward pass here runs exactly ``chunk_rows`` rows,
-the last chunk padded with zeros: a face's pixels are the same whether it was asked for
-alone, in a grid, or batched with strangers. The price is padding work for small batches,
-which is why ``chunk_rows`` defaults to 8 on CPU (per-row cost is flat from 4 to 64 rows there)
-and to max_batch_size on CUDA (padding is nearly free on a GPU).
+Determinism. A conv's result for one sample depends on the batch it is computed in
+(oneDNN/cuDNN pick kernels and blockings by shape, and by memory layout). Measured on this
+CPU (torch 2.13, 1 thread): decoding 64 latents as one batch vs one at a time gave different
+floats for every face (up to 7e-8) and a different uint8 pixel in 7 of 1024 tiny-model
+faces and 4 of 256 ``ModelConfig.small()`` faces. Within one fixed shape and layout,
+though, a row's output did not depend on its position or on the other rows (0 of 3357
+rows differed, random batches of 1-64, tiny and small, 1 and 2 threads, encode and decode).
+So every forward pass here runs exactly ``chunk_rows`` NCHW-contiguous rows, the last chunk
+padded with zeros: a face's pixels are the same whether asked for alone, in a grid, or
+batched with strangers. The price is padding work on small batches, so ``chunk_rows``
+defaults to 8 on CPU (the per-row cost there is flat from 4 to 64 rows) and to
+max_batch_size on CUDA (where padding is nearly free). Determinism holds for one server
+configuration (device, precision, threads, chunk_rows), not across them.
 """
 
 from __future__ import annotations
@@ -140,7 +143,9 @@ class ModelRunner:
             k = part.shape[0]
             if k < c:
                 part = torch.cat([part, part.new_zeros((c - k, *part.shape[1:]))])
-            outs.append(fn(part)[:k])
+            # Same shape *and* memory layout every pass: a channels-last view and a contiguous
+            # tensor take different conv kernels, with different rounding.
+            outs.append(fn(part.contiguous())[:k])
         return torch.cat(outs)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
@@ -157,7 +162,8 @@ class ModelRunner:
         """uint8 (B, H, W, C) -> float32 (B, 2, latent_dim): mu and logvar of q(z|x)."""
         art = self._require()
         with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
-            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W), NCHW-contiguous
             x = uint8_to_model(x)  # (B, C, H, W) in [-1, 1]
 
             def both(v: torch.Tensor) -> torch.Tensor:

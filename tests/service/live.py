@@ -1,0 +1,197 @@
+"""Real `python -m service` processes for the HTTP tests, and helpers to read what they send.
+
+``LiveService`` starts the server exactly as deployment and benchmark do (FACEGEN_* env,
+a free port), with one torch thread so the suite behaves on a 2-core machine; ``stop`` always
+ends it. ``tiny_artifact`` writes the seeded tiny model the whole service suite runs on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from facegen_core import ModelConfig, build_autoencoder, write_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60.0
+AI_KEYS = ("facegen:model", "facegen:version", "AI-Generated")
+
+
+def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0) -> Path:
+    """A tiny VAE-GAN with seeded random weights (BatchNorm statistics randomised too, so
+    eval-mode BN is not the identity and the decoder's output depends on every layer)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig.tiny()
+    encoder, decoder = build_autoencoder(cfg)
+    for net in (encoder, decoder):
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return write_artifact(store, name, cfg, encoder, decoder, manifest={"note": "service test model"})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveService:
+    """One `python -m service` subprocess; ``url`` once started, log in ``log_path``."""
+
+    def __init__(self, store: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        base = {k: v for k, v in os.environ.items() if not k.startswith("FACEGEN_")}
+        self.env = {
+            **base,
+            "FACEGEN_HOST": "127.0.0.1",
+            "FACEGEN_PORT": str(self.port),
+            "FACEGEN_MODEL_STORE": str(store),
+            "FACEGEN_DEVICE": "cpu",
+            "FACEGEN_TORCH_THREADS": "1",
+            "FACEGEN_WARMUP_BATCH_SIZES": "[1, 8]",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **dict(env or {}),
+        }
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_listening(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until /healthz answers (the model may still be loading)."""
+        self._wait(lambda r: r.status_code == 200, "/healthz", timeout_s)
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        self._wait(lambda r: r.status_code == 200, "/readyz", timeout_s)
+
+    def _wait(self, ok: Any, path: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"`python -m service` exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if ok(httpx.get(self.url + path, timeout=2)):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.url}{path} did not answer in {timeout_s:.0f} s. Log:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ reading responses
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 (H, W, C)."""
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "PNG"
+        arr = np.asarray(img.convert("RGB") if img.mode not in ("RGB", "L") else img)
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def png_text(data: bytes) -> dict[str, str]:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return dict(img.text)  # type: ignore[attr-defined]
+
+
+def assert_ai_labelled(data: bytes, model: str = "tiny", version: int = 1) -> dict[str, str]:
+    text = png_text(data)
+    assert text["facegen:model"] == model and text["facegen:version"] == str(version), text
+    assert text["AI-Generated"] == "true" and "AI-generated" in text["Description"], text
+    return text
+
+
+def tile(grid: np.ndarray, i: int, ncols: int, side: int, pad: int = 2) -> np.ndarray:
+    """Tile i of a row-major grid made by facegen_core.images.make_grid."""
+    r, c = divmod(i, ncols)
+    y, x = pad + r * (side + pad), pad + c * (side + pad)
+    return grid[y : y + side, x : x + side]
+
+
+def apng_frames(data: bytes) -> list[np.ndarray]:
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "PNG" and getattr(img, "is_animated", False)
+        frames = []
+        for k in range(img.n_frames):  # type: ignore[attr-defined]
+            img.seek(k)
+            frames.append(np.asarray(img.convert("RGB")))
+    return frames
+
+
+def gif_frames(data: bytes) -> tuple[list[np.ndarray], bytes]:
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "GIF"
+        frames = []
+        for k in range(img.n_frames):  # type: ignore[attr-defined]
+            img.seek(k)
+            frames.append(np.asarray(img.convert("RGB")))
+        comment = img.info.get("comment", b"")
+    return frames, comment
+
+
+def zip_pngs(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """An RFC 9457 body with ``status`` (and ``field``, when given)."""
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body: dict[str, Any] = r.json()
+    assert {"type", "title", "status", "detail"} <= set(body), body
+    assert body["status"] == status and body["type"].startswith("/problems/") and len(body["detail"]) > 20
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+def parse_histogram(metrics: str, name: str, labels: str) -> dict[str, float]:
+    """{le: cumulative count} of one histogram series, e.g. ('facegen_batch_size', 'op="decode"')."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket{{") and labels in line:
+            le = line.split('le="')[1].split('"')[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def metric_value(metrics: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of ``name`` whose label set contains ``labels``."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -1,0 +1,123 @@
+"""The model worker without HTTP: loading, failure reporting, and batch-independent outputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facegen_core.latent import latents_for_seeds
+from service.runner import ModelRunner
+from service.settings import Settings
+from tests.service.live import tiny_artifact
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runner_store")
+    tiny_artifact(root)
+    return root
+
+
+def runner_for(store: Path, **kw: object) -> ModelRunner:
+    settings = Settings(model_store=store, device="cpu", warmup_batch_sizes=(1, 3), **kw)  # type: ignore[arg-type]
+    runner = ModelRunner(settings)
+    runner.load()
+    return runner
+
+
+@pytest.fixture(scope="module")
+def runner(store: Path) -> ModelRunner:
+    torch.set_num_threads(1)
+    r = runner_for(store)
+    assert r.ready, r.reason
+    return r
+
+
+def test_loads_the_default_model_and_reports_it(runner: ModelRunner) -> None:
+    info = runner.info
+    assert info is not None and (info.name, info.version, info.latent_dim, info.image_size) == ("tiny", 1, 8, 32)
+    assert len(info.sha256) == 64 and info.manifest["note"] == "service test model"
+    assert runner.chunk_rows == 8  # CPU default
+    assert runner.state == "ready" and "warmed up" in runner.reason
+
+
+def test_decode_output_shape_and_range(runner: ModelRunner) -> None:
+    z = latents_for_seeds(0, 5, 8).numpy()
+    faces = runner.decode(z)
+    assert faces.shape == (5, 32, 32, 3) and faces.dtype == np.uint8
+    assert faces.std() > 1.0  # not a constant image
+
+
+def test_a_rows_output_does_not_depend_on_its_batch(runner: ModelRunner) -> None:
+    """The determinism promise: decode(z) alone == decode(z) anywhere in any batch, bit for bit.
+
+    Checked on the floats the decoder produces (before uint8 rounding, which hides most
+    differences), for batches of every size from 1 to 64 at every position.
+    """
+    assert runner._artifact is not None
+    decoder = runner._artifact.decoder
+    z = latents_for_seeds(1000, 64, 8)
+    with torch.inference_mode():
+        alone = torch.cat([runner._chunked(decoder, z[i : i + 1]) for i in range(64)])
+        together = runner._chunked(decoder, z)
+        assert torch.equal(alone, together)
+        for size in (2, 3, 7, 9, 16, 33):
+            for start in (0, 64 - size):
+                assert torch.equal(runner._chunked(decoder, z[start : start + size]), alone[start : start + size])
+        shuffled = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(runner._chunked(decoder, z[shuffled]), alone[shuffled])
+    # And what the API returns (uint8): a grid's face == the same seed alone.
+    np.testing.assert_array_equal(runner.decode(z.numpy())[17], runner.decode(z[17:18].numpy())[0])
+
+
+def test_encode_is_batch_independent_too(runner: ModelRunner) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    stats = runner.encode(images)
+    assert stats.shape == (12, 2, 8) and stats.dtype == np.float32 and np.isfinite(stats).all()
+    for i in (0, 5, 11):
+        np.testing.assert_array_equal(runner.encode(images[i : i + 1])[0], stats[i])
+
+
+def test_chunk_rows_setting(store: Path) -> None:
+    r = runner_for(store, chunk_rows=3)
+    assert r.chunk_rows == 3
+    z = latents_for_seeds(5, 7, 8).numpy()
+    assert r.decode(z).shape == (7, 32, 32, 3)
+    assert Settings(max_batch_size=16).effective_chunk_rows("cuda") == 16
+    assert Settings(max_batch_size=4).effective_chunk_rows("cpu") == 4
+
+
+def test_a_corrupt_artifact_fails_with_the_reason(store: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "store"
+    shutil.copytree(store, bad)
+    weights = bad / "tiny" / "1" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = runner_for(bad)
+    assert r.state == "failed" and not r.ready and r.info is None
+    assert "Checksum mismatch" in r.reason and "model.safetensors" in r.reason
+    with pytest.raises(RuntimeError, match="not loaded"):
+        r.decode(np.zeros((1, 8), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"model_name": "nope"}, "No model named 'nope'"),
+        ({"model_version": 9}, "has no version 9"),
+    ],
+)
+def test_missing_model_or_version_fails_with_the_reason(store: Path, kw: dict[str, object], needle: str) -> None:
+    r = runner_for(store, **kw)
+    assert r.state == "failed" and needle in r.reason
+
+
+def test_an_empty_store_fails_with_the_reason(tmp_path: Path) -> None:
+    r = runner_for(tmp_path)
+    assert r.state == "failed" and "holds no models" in r.reason

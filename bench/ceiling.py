@@ -59,50 +59,60 @@ class RawResult:
         return asdict(self)
 
 
-def measure_raw(
-    decoder: Decoder,
-    latent_dim: int,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-    encode: PngEncoder,
-    duration_s: float,
-    min_batches: int = 3,
-    warmup_batches: int = 2,
-) -> RawResult:
-    """Decode + PNG batches of ``batch_size`` back to back for ``duration_s`` (and ``min_batches``)."""
-    gen = torch.Generator().manual_seed(batch_size)
-    z = torch.randn(batch_size, latent_dim, generator=gen).to(device)  # (B, latent_dim)
-    fwd: list[float] = []
-    png: list[float] = []
-    total: list[float] = []
-    with torch.inference_mode():
-        i = 0
-        begin = time.perf_counter()
-        while i < warmup_batches + min_batches or time.perf_counter() - begin < duration_s:
-            if i == warmup_batches:
-                fwd.clear()
-                png.clear()
-                total.clear()
-                begin = time.perf_counter()
-            t = time.perf_counter()
-            with autocast(device, precision):
-                x = decoder(z)  # (B, C, H, W) in [-1, 1]
-            images = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C); syncs
-            t_fwd = time.perf_counter()
-            for j in range(batch_size):
-                encode(images[j], j)
-            t_end = time.perf_counter()
-            fwd.append(t_fwd - t)
-            png.append(t_end - t_fwd)
-            total.append(t_end - t)
-            i += 1
-    n = len(total)
-    return RawResult(
-        batch_size=batch_size,
-        batches=n,
-        images_per_s=n * batch_size / sum(total),
-        batch_p50_ms=float(np.median(total)) * 1e3,
-        forward_ms_per_image=sum(fwd) / (n * batch_size) * 1e3,
-        png_ms_per_image=sum(png) / (n * batch_size) * 1e3,
-    )
+class RawBench:
+    """Times decode + uint8 + PNG per batch; ``run`` may be called again to add rounds."""
+
+    def __init__(
+        self, decoder: Decoder, latent_dim: int, device: torch.device, precision: str, encode: PngEncoder
+    ) -> None:
+        self.decoder, self.latent_dim, self.device = decoder, latent_dim, device
+        self.precision, self.encode = precision, encode
+        self.times: dict[int, list[tuple[float, float]]] = {}  # batch -> [(forward s, png s)]
+
+    def _batch(self, z: torch.Tensor) -> tuple[float, float]:
+        t = time.perf_counter()
+        with autocast(self.device, self.precision):
+            x = self.decoder(z)  # (B, C, H, W) in [-1, 1]
+        images = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C); syncs the GPU
+        t_fwd = time.perf_counter()
+        for j in range(images.shape[0]):
+            self.encode(images[j], j)
+        return t_fwd - t, time.perf_counter() - t_fwd
+
+    def run(self, batch_size: int, duration_s: float, min_batches: int = 2, warmup_batches: int = 1) -> None:
+        """Batches of ``batch_size`` back to back for ``duration_s`` (and at least ``min_batches``)."""
+        gen = torch.Generator().manual_seed(batch_size)
+        z = torch.randn(batch_size, self.latent_dim, generator=gen).to(self.device)  # (B, latent_dim)
+        times = self.times.setdefault(batch_size, [])
+        with torch.inference_mode():
+            for _ in range(warmup_batches):
+                self._batch(z)
+            begin, n = time.perf_counter(), 0
+            while n < min_batches or time.perf_counter() - begin < duration_s:
+                times.append(self._batch(z))
+                n += 1
+
+    def result(self, batch_size: int) -> RawResult:
+        times = self.times[batch_size]
+        fwd = np.array([f for f, _ in times])
+        png = np.array([p for _, p in times])
+        n = len(times)
+        return RawResult(
+            batch_size=batch_size,
+            batches=n,
+            images_per_s=n * batch_size / float((fwd + png).sum()),
+            batch_p50_ms=float(np.median(fwd + png)) * 1e3,
+            forward_ms_per_image=float(fwd.sum()) / (n * batch_size) * 1e3,
+            png_ms_per_image=float(png.sum()) / (n * batch_size) * 1e3,
+        )
+
+
+def measure_ceiling(
+    bench: RawBench, max_batch: int, duration_s: float, rounds: int = 3
+) -> tuple[RawResult, RawResult]:
+    """Batch 1 and ``max_batch``, alternated over ``rounds`` so that drift in the machine's
+    load (it is shared) hits both alike and their ratio, the raw gain, stays honest."""
+    for _ in range(rounds):
+        bench.run(1, duration_s / rounds)
+        bench.run(max_batch, duration_s / rounds)
+    return bench.result(1), bench.result(max_batch)

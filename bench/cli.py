@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from bench.ceiling import measure_raw, png_encoder
+from bench.ceiling import RawBench, measure_ceiling, png_encoder
 from bench.loadgen import Timing, run_cell
 from bench.model import RANDOM_CONFIGS, choose_model
 from bench.profile import PySpy, summarize
@@ -265,10 +266,8 @@ def run(args: argparse.Namespace) -> Report:
         cfg, decoder = artifact.config, artifact.decoder
         encode, png_desc = png_encoder(model.name, model.version, args.png_compress_level)
         print("(a) ceiling: raw decoder + PNG ...", file=sys.stderr, flush=True)
-        raw1 = measure_raw(decoder, cfg.latent_dim, 1, device, args.precision, encode, mode.ceiling_s)
-        rawmax = measure_raw(
-            decoder, cfg.latent_dim, args.max_batch_size, device, args.precision, encode, mode.ceiling_s
-        )
+        raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode)
+        raw1, rawmax = measure_ceiling(raw, args.max_batch_size, mode.ceiling_s, mode.ceiling_rounds)
         with torch.inference_mode():
             face = model_to_uint8(decoder(latent_for_seed(0, cfg.latent_dim)[None].to(device)))
         upload = upload_image(face[0].permute(1, 2, 0).cpu().numpy())
@@ -346,6 +345,8 @@ def argv_is_cli() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = run(args)
     print(render(report))
     if args.out is not None:

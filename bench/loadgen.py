@@ -33,6 +33,7 @@ import httpx
 SEED_STRIDE = 1_000_000
 RETRY_AFTER_CAP_S = 1.0  # a shed request (503) backs off this long at most, not a busy loop
 PROGRESS_EVERY_S = 0.05
+CHILD_START_TIMEOUT_S = 60.0
 
 
 class Sample(NamedTuple):
@@ -190,6 +191,7 @@ class ChildGroup:
         self._samples: list[Sample] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._started = False
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -204,13 +206,25 @@ class ChildGroup:
         self.proc.stdin.write((json.dumps(self.config) + "\n").encode())
         await self.proc.stdin.drain()
         self._reader = asyncio.create_task(self._read())
-        await self._ready.wait()
+        try:
+            await asyncio.wait_for(self._ready.wait(), CHILD_START_TIMEOUT_S)
+        except TimeoutError:
+            self.proc.kill()
+            raise RuntimeError(
+                f"A load-generator child process did not start within {CHILD_START_TIMEOUT_S:.0f} s; "
+                f"run with --client-procs 1."
+            ) from None
+        if self.proc.returncode is not None or not self._started:
+            raise RuntimeError(
+                "A load-generator child process exited at start; run with --client-procs 1 to see why."
+            )
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         async for raw in self.proc.stdout:
-            kind, _, payload = raw.decode().partition(" ")
+            kind, _, payload = raw.decode().strip().partition(" ")
             if kind == "started":
+                self._started = True
                 self._ready.set()
             elif kind == "completed":
                 self.completed = int(payload)

@@ -1,8 +1,9 @@
 """Sample the server with py-spy during one cell, and say where its time went.
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``); each
-stack is put in the first category (in the order below) any of its frames matches, so a
-torch call made from a worker thread counts as the model, not as the thread pool.
+stack is put in the category of its innermost frame that matches one (the first in the
+order below, for a frame matching several), so a torch call made from a worker thread
+counts as the model, and Pillow's generic frames count as whatever called them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from pathlib import Path
 
 # (category, substrings of a frame "function (file:line)"), highest priority first.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("model forward (torch)", ("torch/nn/", "facegen_core/networks.py", "torch/_tensor.py")),
+    (
+        "model forward (torch)",
+        ("torch/nn/", "facegen_core/networks.py", "torch/_tensor.py", "model_to_uint8", "uint8_to_model"),
+    ),
     ("PNG/APNG/GIF encode (Pillow + zlib)", ("service/imaging.py", "PngImagePlugin", "GifImagePlugin")),
-    ("upload decode + crop/resize", ("facegen_core/preprocess.py", "JpegImagePlugin", "multipart")),
+    (
+        "upload decode + crop/resize",
+        ("facegen_core/preprocess.py", "service/uploads.py", "JpegImagePlugin", "multipart"),
+    ),
     ("latent sampling", ("facegen_core/latent.py",)),
     ("JSON / base64", ("json/", "base64", "jsonable_encoder")),
     ("request validation (pydantic)", ("pydantic",)),
@@ -96,9 +103,11 @@ def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
 
 
 def categorise(frames: list[str]) -> str:
-    for name, needles in CATEGORIES:
-        if any(n in f for f in frames for n in needles):
-            return name
+    """The category of the innermost frame that has one (frames run root first, leaf last)."""
+    for frame in reversed(frames):
+        for name, needles in CATEGORIES:
+            if any(n in frame for n in needles):
+                return name
     return "other"
 
 

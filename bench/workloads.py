@@ -35,7 +35,8 @@ class Workload:
 class Mode:
     name: str
     timing: Timing
-    ceiling_s: float  # seconds per raw-decoder measurement
+    ceiling_s: float  # seconds per raw-decoder batch size, split over ceiling_rounds
+    ceiling_rounds: int
     concurrencies: dict[str, tuple[int, ...]]
 
 
@@ -51,7 +52,8 @@ MODES = {
             max_window_s=90.0,
             drain_s=120.0,
         ),
-        ceiling_s=10.0,
+        ceiling_s=12.0,
+        ceiling_rounds=4,
         concurrencies={
             "gen1": (1, 8, 32, 64, 128),
             "gen16": (1, 8, 32, 128),
@@ -65,7 +67,8 @@ MODES = {
         Timing(
             warmup_s=1.0, max_warmup_s=10.0, duration_s=3.0, min_requests=5, max_window_s=8.0, drain_s=15.0
         ),
-        ceiling_s=2.5,
+        ceiling_s=3.0,
+        ceiling_rounds=2,
         concurrencies={"gen1": (1, 64), "gen16": (4,), "recon": (8,), "interp16": (4,)},
     ),
     "smoke": Mode(
@@ -74,6 +77,7 @@ MODES = {
             warmup_s=0.2, max_warmup_s=5.0, duration_s=0.5, min_requests=2, max_window_s=5.0, drain_s=10.0
         ),
         ceiling_s=0.2,
+        ceiling_rounds=1,
         concurrencies={"gen1": (1, 4), "gen16": (2,), "recon": (2,), "interp16": (2,)},
     ),
 }

@@ -1,7 +1,10 @@
-"""docker-compose.yml and its CPU variant: validated by docker-compose itself where installed
-(Debian's docker-compose 1.29 here: it knows device reservations and profiles), and checked
-against the Dockerfile and the Prometheus/Grafana files they mount, which no engine would do
-before `docker compose up` fails at run time."""
+"""docker-compose.yml and its CPU variant.
+
+Validated by docker-compose itself where installed (Debian's docker-compose 1.29: it knows
+device reservations and profiles), and checked against the Dockerfile, the Prometheus and
+Grafana files they mount, and the service's settings: mistakes no engine would report before
+`docker compose up` fails at run time.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.settings import Settings
 from tests.deploy.dockerfiles import parse_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,6 +135,17 @@ def test_compose_matches_the_dockerfile() -> None:
         assert store_mount == f"model_store:{env['FACEGEN_MODEL_STORE']}"
         assert svc["ports"] == ["${FACEGEN_PUBLISH:-8000}:" + env["FACEGEN_PORT"]]
         assert svc["healthcheck"]["test"][1:] == ["python", "/opt/facegen/healthcheck.py"]
+
+
+def test_every_facegen_variable_is_a_service_setting() -> None:
+    # A misspelt variable would be ignored silently by the service (extra="ignore").
+    fields = {f"FACEGEN_{name.upper()}" for name in Settings.model_fields}
+    _, stages = parse_dockerfile(ROOT / "docker" / "Dockerfile")
+    names = {k for stage in stages.values() for k in stage.env() if k.startswith("FACEGEN_")}
+    for name in (GPU_FILE, CPU_FILE):
+        for entry in raw(name)["services"]["facegen"]["environment"]:
+            names.add(entry.split("=", 1)[0])
+    assert len(names) > 8 and names <= fields, sorted(names - fields)
 
 
 def test_monitoring_mounts_point_at_the_shipped_files() -> None:

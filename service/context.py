@@ -5,6 +5,8 @@ For every HTTP request it
 
 * creates a ``RequestContext`` (deadline, timings, image count) in ``scope["state"]``, where
   routes find it as ``request.state.ctx`` (``deps.Ctx``);
+* refuses a body over ``max_request_bytes`` (413 problem+json): at once when Content-Length
+  says so, else from ``receive`` as the bytes arrive (the handlers render that error too);
 * adds the ``Server-Timing`` header (queue, inference, upload decoding, image encoding);
 * counts ``facegen_requests_total``, ``facegen_request_duration_seconds`` and
   ``facegen_images_total`` under the route path (or "other", so labels stay few).
@@ -16,9 +18,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import PayloadTooLargeError
 from service.metrics import Metrics
+from service.problems import problem_response
 
 
 @dataclass
@@ -48,12 +53,25 @@ class ServiceMiddleware:
     """Request context, Server-Timing and request metrics (see the module docstring)."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, request_timeout_s: float, endpoints: Iterable[str]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        request_timeout_s: float,
+        max_request_bytes: int,
+        endpoints: Iterable[str],
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.timeout_s = request_timeout_s
+        self.max_bytes = max_request_bytes
         self.endpoints = frozenset(endpoints)
+
+    def too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"The request body is over {self.max_bytes:,} bytes (FACEGEN_MAX_REQUEST_BYTES). "
+            f"Send fewer or smaller files."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,8 +91,23 @@ class ServiceMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self.too_large()
+            return message
+
         try:
-            await self.app(scope, receive, send_with_timing)
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isdigit() and int(length) > self.max_bytes:
+                await problem_response(self.too_large(), self.metrics)(scope, receive, send_with_timing)
+                return
+            await self.app(scope, receive_with_limit, send_with_timing)
         finally:
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - now)

@@ -70,7 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,
         form_limits={"max_files": MAX_ROWS_PER_REQUEST, "max_fields": 16, "max_part_size": 64 * 1024},
     )
     app.state.services = services
@@ -81,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ServiceMiddleware,
         metrics=metrics,
         request_timeout_s=settings.request_timeout_s,
+        max_request_bytes=settings.max_request_bytes,
         endpoints=_endpoint_paths(app),
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -155,6 +155,8 @@ def install(app: FastAPI, metrics: Metrics, max_request_bytes: int) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, FacegenError):  # e.g. the body limit, hit while FastAPI read the body
+            return problem_response(exc.__cause__, metrics)
         return problem_response(_from_http_exception(request, exc, max_request_bytes), metrics)
 
     async def on_disconnect(request: Request, exc: Exception) -> ProblemResponse:

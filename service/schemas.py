@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from service.settings import MAX_ROWS_PER_REQUEST
 
@@ -76,7 +76,22 @@ class LatentEnd(StrictModel):
     latent: Latent
 
 
-End = Annotated[SeedEnd | LatentEnd, Field(description="{seed: int} or {latent: [latent_dim numbers]}.")]
+def _end_kind(value: Any) -> str | None:
+    """Which end a JSON object is, by its key, so errors come from that branch only."""
+    if isinstance(value, dict):
+        return "SeedEnd" if "seed" in value else "LatentEnd" if "latent" in value else None
+    return "SeedEnd" if isinstance(value, SeedEnd) else "LatentEnd" if isinstance(value, LatentEnd) else None
+
+
+End = Annotated[
+    Annotated[SeedEnd, Tag("SeedEnd")] | Annotated[LatentEnd, Tag("LatentEnd")],
+    Discriminator(
+        _end_kind,
+        custom_error_type="invalid_end",
+        custom_error_message='Each end must be an object {"seed": int} or {"latent": [numbers]}',
+    ),
+    Field(description="{seed: int} or {latent: [latent_dim numbers]}."),
+]
 InterpolateFormat = Literal["apng", "gif", "strip", "zip", "json"]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 
 import anyio.to_thread
 import numpy as np

@@ -39,6 +39,7 @@ def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0) -> Path:
     for net in (encoder, decoder):
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.normal_(0.0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     return write_artifact(store, name, cfg, encoder, decoder, manifest={"note": "service test model"})
@@ -72,7 +73,11 @@ class LiveService:
         }
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "service"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def log(self) -> str:
@@ -96,7 +101,9 @@ class LiveService:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"{self.url}{path} did not answer in {timeout_s:.0f} s. Log:\n{self.log()[-4000:]}")
+        raise AssertionError(
+            f"{self.url}{path} did not answer in {timeout_s:.0f} s. Log:\n{self.log()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -191,7 +198,6 @@ def metric_value(metrics: str, name: str, labels: str = "") -> float:
     """Sum of the samples of ``name`` whose label set contains ``labels``."""
     total = 0.0
     for line in metrics.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if labels in line:
-                total += float(line.rsplit(" ", 1)[1])
+        if line.startswith((name + "{", name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
     return total

@@ -7,7 +7,6 @@ import re
 
 import httpx
 import numpy as np
-import pytest
 
 from facegen_core.latent import latent_for_seed, latents_for_seeds
 from service.uploads import decode_upload
@@ -47,7 +46,12 @@ def test_health_ready_and_models(client: httpx.Client) -> None:
     m = client.get("/models").json()
     loaded = m["loaded"]
     assert loaded["state"] == "ready" and (loaded["name"], loaded["version"]) == ("tiny", 1)
-    assert (loaded["latent_dim"], loaded["image_size"], loaded["channels"], loaded["device"]) == (DIM, SIDE, 3, "cpu")
+    assert (loaded["latent_dim"], loaded["image_size"], loaded["channels"], loaded["device"]) == (
+        DIM,
+        SIDE,
+        3,
+        "cpu",
+    )
     assert loaded["manifest"]["files"]["model.safetensors"]["sha256"]
     assert m["models"] == {"tiny": [1]} and m["default"] == "tiny"
 
@@ -157,7 +161,11 @@ def test_reconstruct_png_pair_and_json(client: httpx.Client) -> None:
 
     files = [("image", (f"{i}.png", png, "image/png")) for i in range(3)]
     several = client.post("/reconstruct", files=files, data={"pair": "true"})
-    assert png_pixels(several.content).shape == (3 * (SIDE + 2) + 2, 2 * (SIDE + 2) + 2, 3)  # one row per file
+    assert png_pixels(several.content).shape == (
+        3 * (SIDE + 2) + 2,
+        2 * (SIDE + 2) + 2,
+        3,
+    )  # one row per file
     j = client.post("/reconstruct", files=files, data={"pair": "true", "format": "json"}).json()
     assert len(j["images"]) == len(j["inputs"]) == len(j["latents"]) == 3
     np.testing.assert_array_equal(png_pixels(b64png(j["images"][2])), recon)
@@ -237,12 +245,23 @@ def test_interpolate_multipart_images(client: httpx.Client) -> None:
         data={"end_seed": "4", "steps": "3", "format": "json"},
     ).json()
     assert len(mixed["images"]) == 3
-    np.testing.assert_array_equal(np.asarray(mixed["latents"][-1], np.float32), latent_for_seed(4, DIM).numpy())
+    np.testing.assert_array_equal(
+        np.asarray(mixed["latents"][-1], np.float32), latent_for_seed(4, DIM).numpy()
+    )
 
 
 def test_openapi_and_docs(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/generate", "/decode", "/encode", "/reconstruct", "/interpolate", "/models", "/healthz", "/readyz"):
+    for path in (
+        "/generate",
+        "/decode",
+        "/encode",
+        "/reconstruct",
+        "/interpolate",
+        "/models",
+        "/healthz",
+        "/readyz",
+    ):
         assert path in spec["paths"], path
     schemas = spec["components"]["schemas"]
     assert schemas["GenerateRequest"]["examples"] and schemas["InterpolateRequest"]["examples"]

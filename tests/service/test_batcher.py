@@ -77,7 +77,9 @@ def test_concurrent_jobs_are_packed_into_one_call(executor: ThreadPoolExecutor) 
         b = make(model, executor, max_delay_s=0.2)
         b.start()
         try:
-            return await asyncio.gather(*(b.run("decode", rows(10 * i, 3), deadline=deadline()) for i in range(10)))
+            return await asyncio.gather(
+                *(b.run("decode", rows(10 * i, 3), deadline=deadline()) for i in range(10))
+            )
         finally:
             await b.stop()
 
@@ -192,7 +194,7 @@ def test_expired_rows_are_dropped_before_the_model(executor: ThreadPoolExecutor)
         model.gate.set()
         out = await asyncio.gather(held, late, ok, return_exceptions=True)
         await b.stop()
-        return out
+        return list(out)
 
     _, late, ok = run(body)
     assert isinstance(late, DeadlineExceededError) and late.status == 504
@@ -217,7 +219,9 @@ def test_rows_of_a_cancelled_or_disconnected_caller_are_dropped(executor: Thread
         while not model.entered.is_set():
             await asyncio.sleep(0.005)
         cancelled = asyncio.ensure_future(b.run("decode", rows(300, 2), deadline=deadline()))
-        left = asyncio.ensure_future(b.run("decode", rows(400, 2), deadline=deadline(), disconnected=disconnected))
+        left = asyncio.ensure_future(
+            b.run("decode", rows(400, 2), deadline=deadline(), disconnected=disconnected)
+        )
         await asyncio.sleep(0.02)
         assert b.queued_rows == 4
         cancelled.cancel()
@@ -292,7 +296,11 @@ def test_ops_are_served_oldest_first_and_never_mixed(executor: ThreadPoolExecuto
 def test_a_function_returning_the_wrong_row_count_fails_the_batch(executor: ThreadPoolExecutor) -> None:
     async def body() -> None:
         b = Batcher(
-            {"decode": lambda x: x[:1]}, max_batch_size=8, max_delay_s=0.0, max_queue_rows=10, executor=executor
+            {"decode": lambda x: x[:1]},
+            max_batch_size=8,
+            max_delay_s=0.0,
+            max_queue_rows=10,
+            executor=executor,
         )
         b.start()
         with pytest.raises(ModelCallError):

@@ -39,7 +39,12 @@ def runner(store: Path) -> ModelRunner:
 
 def test_loads_the_default_model_and_reports_it(runner: ModelRunner) -> None:
     info = runner.info
-    assert info is not None and (info.name, info.version, info.latent_dim, info.image_size) == ("tiny", 1, 8, 32)
+    assert info is not None and (info.name, info.version, info.latent_dim, info.image_size) == (
+        "tiny",
+        1,
+        8,
+        32,
+    )
     assert len(info.sha256) == 64 and info.manifest["note"] == "service test model"
     assert runner.chunk_rows == 8  # CPU default
     assert runner.state == "ready" and "warmed up" in runner.reason
@@ -67,7 +72,9 @@ def test_a_rows_output_does_not_depend_on_its_batch(runner: ModelRunner) -> None
         assert torch.equal(alone, together)
         for size in (2, 3, 7, 9, 16, 33):
             for start in (0, 64 - size):
-                assert torch.equal(runner._chunked(decoder, z[start : start + size]), alone[start : start + size])
+                assert torch.equal(
+                    runner._chunked(decoder, z[start : start + size]), alone[start : start + size]
+                )
         shuffled = torch.randperm(64, generator=torch.Generator().manual_seed(0))
         assert torch.equal(runner._chunked(decoder, z[shuffled]), alone[shuffled])
     # And what the API returns (uint8): a grid's face == the same seed alone.
@@ -113,7 +120,9 @@ def test_a_corrupt_artifact_fails_with_the_reason(store: Path, tmp_path: Path) -
         ({"model_version": 9}, "has no version 9"),
     ],
 )
-def test_missing_model_or_version_fails_with_the_reason(store: Path, kw: dict[str, object], needle: str) -> None:
+def test_missing_model_or_version_fails_with_the_reason(
+    store: Path, kw: dict[str, object], needle: str
+) -> None:
     r = runner_for(store, **kw)
     assert r.state == "failed" and needle in r.reason
 

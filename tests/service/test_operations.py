@@ -1,0 +1,128 @@
+"""Readiness, a corrupt artifact, overload (503 + Retry-After) and deadlines (504), each on a
+server of its own; the three start in parallel to keep the suite fast."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.live import LiveService, assert_problem, metric_value, parse_histogram
+
+WARMUP_DELAY_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveService]]:
+    tmp = tmp_path_factory.mktemp("operations")
+    corrupt_store = tmp / "corrupt_store"
+    shutil.copytree(tiny_store, corrupt_store)
+    weights = corrupt_store / "tiny" / "1" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    weights.write_bytes(bytes(data))
+    specs = {
+        # Warm-up held for a while; then a deadline shorter than the batch-fill wait.
+        "slow": (
+            tiny_store,
+            {
+                "FACEGEN_WARMUP_DELAY_S": str(WARMUP_DELAY_S),
+                "FACEGEN_REQUEST_TIMEOUT_S": "0.3",
+                "FACEGEN_MAX_DELAY_MS": "2000",
+            },
+        ),
+        "corrupt": (corrupt_store, {}),
+        # A queue of 4 rows that waits 300 ms for a batch to fill: a burst overflows it.
+        "small_queue": (tiny_store, {"FACEGEN_MAX_QUEUE_ROWS": "4", "FACEGEN_MAX_DELAY_MS": "300"}),
+    }
+    started: dict[str, LiveService] = {}
+    try:
+        for name, (store, env) in specs.items():
+            started[name] = LiveService(store, tmp / f"{name}.log", env)
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+def test_readyz_is_503_until_warm_up_ends(servers: dict[str, LiveService]) -> None:
+    slow = servers["slow"]
+    slow.wait_listening()
+    t0 = time.monotonic()
+    assert httpx.get(slow.url + "/healthz").status_code == 200  # alive while loading
+    body = assert_problem(httpx.get(slow.url + "/readyz"), 503)
+    assert body["type"] == "/problems/not-ready" and body["state"] in ("loading", "warming_up")
+    r = httpx.post(slow.url + "/generate", json={"seed": 1})
+    assert assert_problem(r, 503)["type"] == "/problems/not-ready" and r.headers["retry-after"]
+    assert time.monotonic() - t0 < WARMUP_DELAY_S  # all of the above happened inside the window
+    slow.wait_ready()
+    assert httpx.get(slow.url + "/readyz").json()["status"] == "ready"
+    assert httpx.get(slow.url + "/models").json()["loaded"]["state"] == "ready"
+
+
+def test_a_request_past_its_deadline_is_504_and_its_rows_never_run(servers: dict[str, LiveService]) -> None:
+    slow = servers["slow"]
+    slow.wait_ready()
+    t0 = time.monotonic()
+    r = httpx.post(slow.url + "/generate", json={"seed": 1}, timeout=10)
+    assert time.monotonic() - t0 < 1.8  # answered at its 0.3 s deadline, not after the 2 s fill wait
+    assert assert_problem(r, 504)["type"] == "/problems/deadline-exceeded"
+    time.sleep(2.2)  # past the fill wait: the batcher would have run the row by now
+    metrics = httpx.get(slow.url + "/metrics").text
+    assert parse_histogram(metrics, "facegen_batch_size", 'op="decode"').get("+Inf", 0.0) == 0.0
+    assert metric_value(metrics, "facegen_rejected_total", 'reason="deadline_exceeded"') == 1
+    assert metric_value(metrics, "facegen_queue_depth", 'op="decode"') == 0
+
+
+def test_a_corrupt_artifact_keeps_readyz_503_with_the_reason(servers: dict[str, LiveService]) -> None:
+    bad = servers["corrupt"]
+    bad.wait_listening()
+    deadline = time.monotonic() + 30
+    while (state := httpx.get(bad.url + "/models").json()["loaded"]["state"]) == "loading":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state == "failed"
+    body = assert_problem(httpx.get(bad.url + "/readyz"), 503)
+    assert "Checksum mismatch" in body["detail"] and "model.safetensors" in body["detail"]
+    models = httpx.get(bad.url + "/models").json()
+    assert models["loaded"]["state"] == "failed" and "Checksum mismatch" in models["loaded"]["reason"]
+    assert models["loaded"]["manifest"]["name"] == "tiny"  # what it tried to load
+    assert "Checksum mismatch" in bad.log() and "model.safetensors" in bad.log()
+    assert httpx.get(bad.url + "/healthz").status_code == 200  # the process keeps running
+    assert_problem(httpx.post(bad.url + "/generate", json={"seed": 1}), 503)
+    time.sleep(0.5)
+    assert httpx.get(bad.url + "/readyz").status_code == 503 and bad.proc.poll() is None
+    assert "facegen_model_info{" not in httpx.get(bad.url + "/metrics").text
+
+
+async def _burst(url: str, n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=n)) as c:
+        return await asyncio.gather(*(c.post("/generate", json={"seed": i}) for i in range(n)))
+
+
+def test_overload_gives_503_with_retry_after_and_serves_the_rest(servers: dict[str, LiveService]) -> None:
+    srv = servers["small_queue"]
+    srv.wait_ready()
+    responses = asyncio.run(_burst(srv.url, 40))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, codes
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused and codes.count(200) >= 4, codes
+    for r in refused:
+        body = assert_problem(r, 503)
+        assert body["type"] == "/problems/queue-full" and int(r.headers["retry-after"]) >= 1
+    for r, seed in zip(responses, range(40), strict=True):
+        if r.status_code == 200:
+            assert r.headers["content-type"] == "image/png" and r.headers["x-seed"] == str(seed)
+    metrics = httpx.get(srv.url + "/metrics").text
+    assert metric_value(metrics, "facegen_rejected_total", 'reason="queue_full"') == len(refused)
+    assert metric_value(metrics, "facegen_requests_total", 'endpoint="/generate",status="503"') == len(
+        refused
+    )
+    assert metric_value(metrics, "facegen_queue_depth", 'op="decode"') == 0
+    assert httpx.post(srv.url + "/generate", json={"seed": 1}).status_code == 200  # still serving

@@ -52,6 +52,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--latent-dim", type=int, default=None, help="Override the preset's latent size.")
     g.add_argument(
+        "--kernel-size",
+        type=int,
+        default=None,
+        help="Override the preset's conv kernel (odd; the paper uses 5, 3 costs 2.8x fewer FLOPs).",
+    )
+    g.add_argument(
         "--image-size", type=int, default=None, help="Override the preset's image size (32/64/128)."
     )
     g.add_argument("--channels", type=int, default=None, help="Override: 1 (grey) or 3 (RGB).")

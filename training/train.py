@@ -27,6 +27,8 @@ from training.step import Nets, StepConfig, train_step, unwrap
 CELEBA_LICENCE = (
     "CelebA: non-commercial research only (MMLAB, CUHK); weights trained on it inherit these terms"
 )
+SYNTHETIC_LICENCE = "synthetic images drawn by training.data.synthetic_faces: no third-party terms"
+UNKNOWN_LICENCE = "unknown: the terms of the data source apply to these weights; check them before sharing"
 # Flags a resumed run takes from the new command line; every other flag comes from the
 # checkpoint, so that the resumed run is the same run.
 RESUME_OVERRIDES = (
@@ -46,8 +48,8 @@ RESUME_OVERRIDES = (
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
     overrides: dict[str, Any] = {}
-    for key in ("latent_dim", "image_size", "channels"):
-        if getattr(args, key) is not None:
+    for key in ("latent_dim", "image_size", "channels", "kernel_size"):
+        if getattr(args, key, None) is not None:  # older checkpoints lack newer flags
             overrides[key] = getattr(args, key)
     if args.crop is not None:
         overrides["input_crop"] = args.crop
@@ -89,6 +91,10 @@ def dataset_info(ds: FaceDataset, args: argparse.Namespace, n_train: int, n_val:
     }
     if is_celeba(ds):
         info["licence"] = CELEBA_LICENCE
+    elif args.data is None:
+        info["licence"] = SYNTHETIC_LICENCE
+    else:
+        info["licence"] = UNKNOWN_LICENCE
     return info
 
 

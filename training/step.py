@@ -28,6 +28,7 @@ ranks with one all-reduce (``distributed.average_gradients``) before the optimis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,19 +89,33 @@ def _paired_augment(
     return a_aug, diff_augment(b, policy)
 
 
-def train_step(
-    nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfig, dist_info: DistInfo | None = None
-) -> dict[str, torch.Tensor]:
-    """One optimisation step on a uint8 (B, C, H, W) batch; returns every loss term as a
-    detached scalar tensor (the caller syncs with ``float`` only when it logs)."""
+@dataclass
+class StepLosses:
+    """One step's three routed losses, still attached to the graph, and every term."""
+
+    enc: torch.Tensor  # β·L_prior + L_llike^Dis_l [+ w·L_pixel]
+    dec: torch.Tensor  # γ·L_llike^Dis_l [+ w·L_pixel] + L_GAN (generator side)
+    dis: torch.Tensor  # L_GAN (discriminator side) [+ R1]
+    terms: dict[str, torch.Tensor]  # scalars: prior, dis_l, pixel, gan_g, gan_d [, r1], enc, dec, dis
+
+
+# Algorithm 1's routing, in backward order: (StepLosses field, Nets field it trains).
+ROUTING: tuple[tuple[str, str], ...] = (
+    ("dis", "discriminator"),
+    ("enc", "encoder"),
+    ("dec", "decoder"),
+)
+
+
+def compute_losses(nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfig) -> StepLosses:
+    """Forward pass of one step on a uint8 (B, C, H, W) batch: the three losses of
+    Algorithm 1 on one shared graph (nothing is backpropagated here)."""
     enc, dec, dis = nets.encoder, nets.decoder, nets.discriminator
     device = batch_u8.device
     x = uint8_to_model(batch_u8)  # (B, C, H, W) in [-1, 1]
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     b = x.shape[0]
-    for opt in (nets.opt_enc, nets.opt_dec, nets.opt_dis):
-        opt.zero_grad(set_to_none=True)
 
     with autocast(device, cfg.precision):
         # Enc and Dec forward once each: Dec decodes the posterior sample and the prior
@@ -135,16 +150,6 @@ def train_step(
         loss_enc = cfg.kl_weight * loss_prior + loss_dis_l + cfg.pixel_weight * loss_pixel
         loss_dec = cfg.gamma * loss_dis_l + cfg.pixel_weight * loss_pixel + loss_g
 
-    # Every gradient before any optimiser step (see module docstring).
-    loss_dis_total.backward(inputs=_params(dis), retain_graph=True)
-    loss_enc.backward(inputs=_params(enc), retain_graph=True)
-    loss_dec.backward(inputs=_params(dec))
-    average_gradients(dis, dist_info)
-    nets.opt_enc.step()
-    nets.opt_dec.step()
-    nets.opt_dis.step()
-    nets.ema.update(unwrap(dec), step)
-
     terms = {
         "prior": loss_prior,
         "dis_l": loss_dis_l,
@@ -157,4 +162,35 @@ def train_step(
     }
     if r1_now:
         terms["r1"] = loss_r1
-    return {k: v.detach() for k, v in terms.items()}
+    return StepLosses(enc=loss_enc, dec=loss_dec, dis=loss_dis_total, terms=terms)
+
+
+def routed_backward(
+    nets: Nets, step_losses: StepLosses, after_each: Callable[[str], None] | None = None
+) -> None:
+    """Each loss's gradient into its own network only (``ROUTING``), every gradient before
+    any optimiser step (see module docstring). ``after_each(loss_name)`` runs after each
+    backward; tests use it to look at the gradients in between."""
+    for i, (loss_name, net_name) in enumerate(ROUTING):
+        last = i == len(ROUTING) - 1
+        loss: torch.Tensor = getattr(step_losses, loss_name)
+        loss.backward(inputs=_params(getattr(nets, net_name)), retain_graph=not last)
+        if after_each is not None:
+            after_each(loss_name)
+
+
+def train_step(
+    nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfig, dist_info: DistInfo | None = None
+) -> dict[str, torch.Tensor]:
+    """One optimisation step on a uint8 (B, C, H, W) batch; returns every loss term as a
+    detached scalar tensor (the caller syncs with ``float`` only when it logs)."""
+    for opt in (nets.opt_enc, nets.opt_dec, nets.opt_dis):
+        opt.zero_grad(set_to_none=True)
+    step_losses = compute_losses(nets, batch_u8, step, cfg)
+    routed_backward(nets, step_losses)
+    average_gradients(nets.discriminator, dist_info)
+    nets.opt_enc.step()
+    nets.opt_dec.step()
+    nets.opt_dis.step()
+    nets.ema.update(unwrap(nets.decoder), step)
+    return {k: v.detach() for k, v in step_losses.terms.items()}

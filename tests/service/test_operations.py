@@ -126,3 +126,20 @@ def test_overload_gives_503_with_retry_after_and_serves_the_rest(servers: dict[s
     )
     assert metric_value(metrics, "facegen_queue_depth", 'op="decode"') == 0
     assert httpx.post(srv.url + "/generate", json={"seed": 1}).status_code == 200  # still serving
+
+
+def test_rows_of_a_client_that_hung_up_are_dropped(servers: dict[str, LiveService]) -> None:
+    srv = servers["small_queue"]  # waits 300 ms for a batch to fill; the client leaves after 50 ms
+    srv.wait_ready()
+    before = httpx.get(srv.url + "/metrics").text
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(srv.url + "/generate", json={"seed": 123}, timeout=httpx.Timeout(5, read=0.05))
+    time.sleep(0.8)
+    after = httpx.get(srv.url + "/metrics").text
+
+    def delta(name: str, labels: str) -> float:
+        return metric_value(after, name, labels) - metric_value(before, name, labels)
+
+    assert delta("facegen_rejected_total", 'reason="client_closed_request"') == 1
+    assert delta("facegen_batch_size_sum", 'op="decode"') == 0  # its row never reached the model
+    assert delta("facegen_requests_total", 'endpoint="/generate",status="499"') == 1

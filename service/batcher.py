@@ -281,20 +281,19 @@ class Batcher:
         return batch
 
     async def _run_batch(self, op: str, batch: list[tuple[Job, int, int]]) -> None:
-        payload = np.concatenate([job.payload[a:b] for job, a, b in batch])  # (B, ...)
         start = time.monotonic()
         waits = []
         for job, _, _ in batch:
             job.queue_s = start - job.enqueued - job.inference_s
             waits.append(job.queue_s)
+        rows = sum(b - a for _, a, b in batch)
         try:
+            payload = np.concatenate([job.payload[a:b] for job, a, b in batch])  # (B, ...)
             output = await asyncio.get_running_loop().run_in_executor(self._executor, self._fns[op], payload)
-            if len(output) != len(payload):
-                raise RuntimeError(f"The {op} function returned {len(output)} rows for {len(payload)}.")
-        except Exception as exc:
-            log.exception(
-                "A %s model call of %d rows failed; failing its %d requests.", op, len(payload), len(batch)
-            )
+            if len(output) != rows:
+                raise RuntimeError(f"The {op} function returned {len(output)} rows for {rows}.")
+        except Exception as exc:  # the loop must survive anything a batch does
+            log.exception("A %s model call of %d rows failed; failing its %d requests.", op, rows, len(batch))
             for job, _, _ in batch:
                 if not job.future.done():
                     job.future.set_exception(_model_error(op, exc))
@@ -302,7 +301,7 @@ class Batcher:
             return
         elapsed = time.monotonic() - start
         self.batch_time_s += self._alpha * (elapsed - self.batch_time_s)
-        self._observer.batch_done(op, len(payload), waits, elapsed)
+        self._observer.batch_done(op, rows, waits, elapsed)
         offset = 0
         for job, a, b in batch:
             job.inference_s += elapsed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -55,6 +56,28 @@ def test_a_body_over_the_request_limit_is_413(client: httpx.Client) -> None:
     files = {"image": ("big.png", corpus.oversized_upload(MAX_REQUEST_BYTES + 1024), "image/png")}
     body = assert_problem(client.post("/encode", files=files), 413)
     assert "FACEGEN_MAX_REQUEST_BYTES" in body["detail"]
+
+
+@pytest.mark.parametrize("route", ["/encode", "/interpolate"])
+def test_a_chunked_body_over_the_request_limit_is_413(client: httpx.Client, route: str) -> None:
+    """No Content-Length: the limit is enforced while the body streams in."""
+    boundary = "facegen-test-boundary"
+    field = "image" if route == "/encode" else "start_image"
+
+    def body() -> Iterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        for _ in range(MAX_REQUEST_BYTES // 65536 + 2):
+            yield bytes(65536)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post(
+        route, content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert "transfer-encoding" in r.request.headers and "content-length" not in r.request.headers
+    assert "FACEGEN_MAX_REQUEST_BYTES" in assert_problem(r, 413)["detail"]
 
 
 def test_more_than_64_files_is_413(client: httpx.Client) -> None:

@@ -58,6 +58,7 @@ async def reconstruct(
                 "facegen:kind": "input-crop",
             }
             inputs = await render.b64_pngs(ctx, crops, [crop_text] * len(crops), level)
+            ctx.images -= len(crops)  # count reconstructions, not the echoed inputs
         body = ReconstructResponse(
             model=info.name, version=info.version, images=images, inputs=inputs, latents=mu.tolist()
         )

@@ -30,7 +30,13 @@ class FacegenError(Exception):
         return f"/problems/{self.slug}"
 
     def to_problem(self) -> dict[str, Any]:
-        return {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
+        return {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
 
 
 class InvalidFieldError(FacegenError):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_ATTR_FILE = "list_attr_celeba.txt"
 CSV_COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 CACHE_FORMAT = "facegen-faces-v1"
+# Bumped when a loader's output for the same file changes, so stale caches are not reused
+# (joined to the cache key only where present, which keeps the other formats' keys stable).
+LOADER_REVISIONS = {".npz": "2"}  # 2: float range decided over the whole array, not per image
+DECODE_CHUNK = 1024  # encoded files held in memory at once while decoding
 
 
 class DatasetError(Exception):
@@ -64,19 +69,42 @@ def _decode_bytes(data: bytes, image_size: int, channels: int, crop: str) -> np.
 
 
 def _decode_all(
-    items: Iterable[tuple[str, bytes]], image_size: int, channels: int, crop: str
-) -> tuple[list[str], list[np.ndarray], int]:
-    """(name, encoded bytes) -> names and (H, W, C) arrays of the readable ones, skipped count."""
-    items = list(items)
+    names: list[str],
+    read: Callable[[str], bytes],
+    image_size: int,
+    channels: int,
+    crop: str,
+    read_in_workers: bool,
+) -> tuple[list[str], torch.Tensor, int]:
+    """Decode the files ``names`` (fetched with ``read``) into uint8 (N_ok, C, H, W).
+
+    Chunk by chunk into one preallocated array: peak memory is the decoded set plus one
+    chunk of encoded files, never the whole encoded set plus a second copy of the decoded
+    one (full CelebA at 64 px: 2.5 GB decoded, 1.4 GB of JPEGs). ``read_in_workers`` is
+    False for a zip, whose members are read in this thread (ZipFile shares one file handle).
+    Returns the names of the readable files, their images and the unreadable count.
+    """
+    out = np.empty((len(names), channels, image_size, image_size), np.uint8)
+    kept: list[str] = []
+
+    def decode(data: bytes) -> np.ndarray | None:
+        return _decode_bytes(data, image_size, channels, crop)
+
     # PIL releases the GIL while decoding and resizing, so threads give a real speed-up.
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(
-            pool.map(lambda it: _decode_bytes(it[1], image_size, channels, crop), items, chunksize=64)
-        )
-    names = [n for (n, _), a in zip(items, arrays, strict=True) if a is not None]
-    good = [a for a in arrays if a is not None]
-    return names, good, len(items) - len(good)
+        for start in range(0, len(names), DECODE_CHUNK):
+            chunk = names[start : start + DECODE_CHUNK]
+            if read_in_workers:
+                arrays = list(pool.map(lambda n: decode(read(n)), chunk))
+            else:
+                arrays = list(pool.map(decode, [read(n) for n in chunk]))
+            for name, arr in zip(chunk, arrays, strict=True):
+                if arr is not None:
+                    out[len(kept)] = arr.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+                    kept.append(name)
+    images = torch.from_numpy(out[: len(kept)] if len(kept) == len(names) else out[: len(kept)].copy())
+    return kept, images, len(names) - len(kept)
 
 
 def _parse_celeba_attrs(text: str) -> tuple[list[str], dict[str, list[int]]]:
@@ -110,81 +138,125 @@ def _is_image(name: str) -> bool:
 
 
 def _load_zip(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
-    with zipfile.ZipFile(path) as zf:
-        members = sorted(
-            (n for n in zf.namelist() if _is_image(n) and "__MACOSX" not in n), key=lambda n: Path(n).name
-        )
-        if limit is not None:
-            members = members[:limit]
-        attr_members = [n for n in zf.namelist() if Path(n).name == CELEBA_ATTR_FILE]
-        attr_text = zf.read(attr_members[0]).decode() if attr_members else None
-        # ZipFile is not safe to read from several threads; read here, decode in the pool.
-        items = [(n, zf.read(n)) for n in members]
-    return _from_items(path, items, attr_text, image_size, channels, crop)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = sorted(
+                (n for n in zf.namelist() if _is_image(n) and "__MACOSX" not in n),
+                key=lambda n: Path(n).name,
+            )
+            if limit is not None:
+                members = members[:limit]
+            _require_images(path, members)
+            attr_members = [n for n in zf.namelist() if Path(n).name == CELEBA_ATTR_FILE]
+            attr_text = zf.read(attr_members[0]).decode() if attr_members else None
+            decoded = _decode_all(members, zf.read, image_size, channels, crop, read_in_workers=False)
+    except zipfile.BadZipFile as e:
+        raise DatasetError(f"{path} is not a readable zip file ({e}); re-download or re-create it.") from e
+    return _dataset(path, *decoded, attr_text)
+
+
+def _attr_file(folder: Path) -> Path | None:
+    """list_attr_celeba.txt inside the folder, else beside it or in ../Anno (the layout of
+    the CelebA download when --data points at img_align_celeba itself)."""
+    inside = sorted(folder.rglob(CELEBA_ATTR_FILE))
+    if inside:
+        return inside[0]
+    for candidate in (folder.parent / CELEBA_ATTR_FILE, folder.parent / "Anno" / CELEBA_ATTR_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _load_folder(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
     files = sorted((p for p in path.rglob("*") if p.is_file() and _is_image(p.name)), key=lambda p: p.name)
     if limit is not None:
         files = files[:limit]
-    attr_files = sorted(path.rglob(CELEBA_ATTR_FILE))
-    attr_text = attr_files[0].read_text() if attr_files else None
-    items = [(str(p.relative_to(path)), p.read_bytes()) for p in files]
-    return _from_items(path, items, attr_text, image_size, channels, crop)
+    _require_images(path, files)
+    attr_file = _attr_file(path)
+    attr_text = attr_file.read_text() if attr_file is not None else None
+    names = [str(p.relative_to(path)) for p in files]
+
+    def read(name: str) -> bytes:
+        return (path / name).read_bytes()
+
+    decoded = _decode_all(names, read, image_size, channels, crop, read_in_workers=True)
+    return _dataset(path, *decoded, attr_text)
 
 
-def _from_items(
-    path: Path,
-    items: list[tuple[str, bytes]],
-    attr_text: str | None,
-    image_size: int,
-    channels: int,
-    crop: str,
-) -> FaceDataset:
-    if not items:
+def _require_images(path: Path, found: list[Any]) -> None:
+    if not found:
         raise DatasetError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) were found in {path}; point --data at a "
             f"folder or zip of face images, an .npz with an 'images' array, or the age/gender CSV."
         )
-    names, arrays, skipped = _decode_all(items, image_size, channels, crop)
-    if not arrays:
+
+
+def _dataset(
+    path: Path, names: list[str], images: torch.Tensor, skipped: int, attr_text: str | None
+) -> FaceDataset:
+    """images: uint8 (N, C, H, W) of the readable files ``names``; ``skipped`` unreadable ones."""
+    if not names:
         raise DatasetError(
-            f"None of the {len(items)} image files in {path} could be decoded; they are all corrupt."
+            f"None of the {skipped} image files in {path} could be decoded; they are all corrupt."
         )
     attr_names, attrs = _attach_attrs(names, attr_text)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     return FaceDataset(images, [Path(n).name for n in names], attr_names, attrs, _source_name(path), skipped)
 
 
-def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Any (H, W) or (H, W, C) array to uint8 0..255, guessing float ranges [0,1] / [-1,1]."""
+def _value_range(arr: np.ndarray) -> str:
+    """How a whole array of images is scaled: "uint8", "0-1", "-1-1" or "0-255".
+
+    Decided once for the whole array: per image, a dark [0, 255] face (max <= 1) or a
+    bright [-1, 1] face (min >= 0) would be rescaled differently from its neighbours.
+    """
     if arr.dtype == np.uint8:
+        return "uint8"
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return "0-1"
+    if lo >= -1.0 and hi <= 1.0:
+        return "-1-1"
+    return "0-255"
+
+
+def _array_to_uint8(arr: np.ndarray, value_range: str) -> np.ndarray:
+    """An (H, W) or (H, W, C) array in ``value_range`` (see ``_value_range``) to uint8."""
+    if value_range == "uint8":
         return arr
     a = arr.astype(np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    if lo >= 0.0 and hi <= 1.0:
+    if value_range == "0-1":
         a = a * 255.0
-    elif lo >= -1.0 and hi <= 1.0:
+    elif value_range == "-1-1":
         a = (a + 1.0) * 127.5
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 
-def _arrays_to_model(arrays: list[np.ndarray], image_size: int, channels: int, crop: str) -> list[np.ndarray]:
+def _arrays_to_model(
+    arrays: Iterable[np.ndarray], value_range: str, image_size: int, channels: int, crop: str
+) -> torch.Tensor:
+    """(H, W) / (H, W, C) arrays -> uint8 (N, C, H', W') through preprocess.to_model_array."""
     out = []
     for a in arrays:
-        a8 = _array_to_uint8(a)
+        a8 = _array_to_uint8(a, value_range)
         pil = Image.fromarray(a8 if a8.ndim == 2 else (a8[:, :, 0] if a8.shape[2] == 1 else a8))
-        out.append(to_model_array(pil, image_size, channels, crop))
-    return out
+        out.append(to_model_array(pil, image_size, channels, crop).transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out))
 
 
 def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
-    with np.load(path, allow_pickle=False) as z:
-        if "images" not in z.files:
-            raise DatasetError(
-                f"{path} has no 'images' array (it has {z.files}); save faces as np.savez(f, images=...)."
-            )
-        imgs = z["images"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z.files:
+                raise DatasetError(
+                    f"{path} has no 'images' array (it has {z.files}); save faces as np.savez(f, images=...)."
+                )
+            imgs = z["images"]
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise DatasetError(
+            f"{path} is not a readable .npz of numbers ({e}); save faces as np.savez(f, images=...)."
+        ) from e
+    if not (np.issubdtype(imgs.dtype, np.number) or imgs.dtype == np.bool_):
+        raise DatasetError(f"{path}'s 'images' array has dtype {imgs.dtype}; it must hold numbers.")
     if imgs.ndim == 4 and imgs.shape[1] in (1, 3) and imgs.shape[3] not in (1, 3):
         imgs = imgs.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     if imgs.ndim not in (3, 4) or imgs.shape[0] == 0:
@@ -195,8 +267,7 @@ def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int 
     if limit is not None:
         imgs = imgs[:limit]
     names = [f"{i:06d}" for i in range(len(imgs))]
-    arrays = _arrays_to_model(list(imgs), image_size, channels, crop)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = _arrays_to_model(imgs, _value_range(imgs), image_size, channels, crop)
     return FaceDataset(images, names, [], None, _source_name(path), 0)
 
 
@@ -233,8 +304,7 @@ def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int 
             attrs.append(vals)
     if not arrays:
         raise DatasetError(f"{path} holds no readable image rows.")
-    decoded = _arrays_to_model(arrays, image_size, channels, crop)
-    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+    images = _arrays_to_model(arrays, "uint8", image_size, channels, crop)
     return FaceDataset(
         images,
         names,
@@ -264,6 +334,12 @@ def _fingerprint(path: Path) -> str:
             if p.is_file():
                 s = p.stat()
                 parts.append(f"{p.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}")
+        attr = _attr_file(path)
+        if attr is not None and path not in attr.parents:  # the labels beside the folder
+            s = attr.stat()
+            parts.append(f"{attr.resolve()}:{s.st_size}:{s.st_mtime_ns}")
+    elif path.suffix.lower() in LOADER_REVISIONS:
+        parts.append(f"loader revision {LOADER_REVISIONS[path.suffix.lower()]}")
     return "\n".join(parts)
 
 

@@ -49,6 +49,7 @@ def png_encoder(model: str, version: int, compress_level: int) -> tuple[PngEncod
 @dataclass
 class RawResult:
     batch_size: int
+    rows_per_pass: int  # the decoder ran the batch in passes of this many rows
     batches: int
     images_per_s: float
     batch_p50_ms: float  # decoder + uint8 + PNG for one whole batch
@@ -67,38 +68,65 @@ class RawBench:
     ) -> None:
         self.decoder, self.latent_dim, self.device = decoder, latent_dim, device
         self.precision, self.encode = precision, encode
-        self.times: dict[int, list[tuple[float, float]]] = {}  # batch -> [(forward s, png s)]
+        # (batch, rows per forward pass) -> [(forward s, png s)] per batch
+        self.times: dict[tuple[int, int], list[tuple[float, float]]] = {}
 
-    def _batch(self, z: torch.Tensor) -> tuple[float, float]:
+    def _forward(self, z: torch.Tensor, chunk: int) -> torch.Tensor:
+        """The decoder over z in passes of ``chunk`` rows, the last padded with zeros, as the
+        service runs it (service/runner.py: fixed-shape passes make a face's pixels independent
+        of what it was batched with)."""
+        if chunk >= z.shape[0]:
+            return self.decoder(z)
+        outs = []
+        for i in range(0, z.shape[0], chunk):
+            part = z[i : i + chunk]
+            k = part.shape[0]
+            if k < chunk:
+                part = torch.cat([part, part.new_zeros((chunk - k, *part.shape[1:]))])
+            outs.append(self.decoder(part.contiguous())[:k])
+        return torch.cat(outs)
+
+    def _batch(self, z: torch.Tensor, chunk: int) -> tuple[float, float]:
         t = time.perf_counter()
         with autocast(self.device, self.precision):
-            x = self.decoder(z)  # (B, C, H, W) in [-1, 1]
+            x = self._forward(z, chunk)  # (B, C, H, W) in [-1, 1]
         images = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C); syncs the GPU
         t_fwd = time.perf_counter()
         for j in range(images.shape[0]):
             self.encode(images[j], j)
         return t_fwd - t, time.perf_counter() - t_fwd
 
-    def run(self, batch_size: int, duration_s: float, min_batches: int = 2, warmup_batches: int = 1) -> None:
-        """Batches of ``batch_size`` back to back for ``duration_s`` (and at least ``min_batches``)."""
+    def run(
+        self,
+        batch_size: int,
+        duration_s: float,
+        chunk: int = 0,
+        min_batches: int = 2,
+        warmup_batches: int = 1,
+    ) -> None:
+        """Batches of ``batch_size`` back to back for ``duration_s`` (and at least ``min_batches``),
+        each decoded in one pass, or in passes of ``chunk`` rows when 0 < chunk < batch_size."""
+        chunk = chunk if 0 < chunk < batch_size else batch_size
         gen = torch.Generator().manual_seed(batch_size)
         z = torch.randn(batch_size, self.latent_dim, generator=gen).to(self.device)  # (B, latent_dim)
-        times = self.times.setdefault(batch_size, [])
+        times = self.times.setdefault((batch_size, chunk), [])
         with torch.inference_mode():
             for _ in range(warmup_batches):
-                self._batch(z)
+                self._batch(z, chunk)
             begin, n = time.perf_counter(), 0
             while n < min_batches or time.perf_counter() - begin < duration_s:
-                times.append(self._batch(z))
+                times.append(self._batch(z, chunk))
                 n += 1
 
-    def result(self, batch_size: int) -> RawResult:
-        times = self.times[batch_size]
+    def result(self, batch_size: int, chunk: int = 0) -> RawResult:
+        chunk = chunk if 0 < chunk < batch_size else batch_size
+        times = self.times[(batch_size, chunk)]
         fwd = np.array([f for f, _ in times])
         png = np.array([p for _, p in times])
         n = len(times)
         return RawResult(
             batch_size=batch_size,
+            rows_per_pass=chunk,
             batches=n,
             images_per_s=n * batch_size / float((fwd + png).sum()),
             batch_p50_ms=float(np.median(fwd + png)) * 1e3,
@@ -108,11 +136,18 @@ class RawBench:
 
 
 def measure_ceiling(
-    bench: RawBench, max_batch: int, duration_s: float, rounds: int = 3
-) -> tuple[RawResult, RawResult]:
-    """Batch 1 and ``max_batch``, alternated over ``rounds`` so that drift in the machine's
-    load (it is shared) hits both alike and their ratio, the raw gain, stays honest."""
+    bench: RawBench, max_batch: int, chunk: int, duration_s: float, rounds: int = 3
+) -> dict[str, RawResult]:
+    """Batch 1, ``max_batch`` in one pass, and ``max_batch`` in passes of ``chunk`` rows (when
+    that differs), alternated over ``rounds`` so that drift in the machine's load (it is
+    shared) hits all alike and their ratios, like the raw gain, stay honest."""
+    chunked = 0 < chunk < max_batch
     for _ in range(rounds):
         bench.run(1, duration_s / rounds)
         bench.run(max_batch, duration_s / rounds)
-    return bench.result(1), bench.result(max_batch)
+        if chunked:
+            bench.run(max_batch, duration_s / rounds, chunk)
+    out = {"batch_1": bench.result(1), "batch_max": bench.result(max_batch)}
+    if chunked:
+        out["batch_max_chunked"] = bench.result(max_batch, chunk)
+    return out

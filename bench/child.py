@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 
-from bench.loadgen import PROGRESS_EVERY_S, RequestSpec, Timing, WorkerGroup
+from bench.loadgen import PROGRESS_EVERY_S, RequestSpec, Timing, WorkerGroup, run_async
 
 
 async def _main() -> None:
@@ -35,4 +35,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run_async(_main())

@@ -21,7 +21,7 @@ import httpx
 import torch
 
 from bench.ceiling import RawBench, measure_ceiling, png_encoder
-from bench.loadgen import Timing, run_cell
+from bench.loadgen import Timing, event_loop_name, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, choose_model
 from bench.profile import PySpy, summarize
 from bench.report import CellResult, Report, render
@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-queue-rows", type=int, default=None, help="FACEGEN_MAX_QUEUE_ROWS (default: the service's)"
     )
     p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=0,
+        help="FACEGEN_CHUNK_ROWS, rows per forward pass (default 0: the service's rule, 8 on CPU, "
+        "max batch on CUDA); the ceiling also runs the max batch in passes of this many rows",
+    )
+    p.add_argument(
         "--png-compress-level",
         type=int,
         default=1,
@@ -135,8 +142,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def chunk_rows(args: argparse.Namespace, device_type: str) -> int:
+    """Rows per forward pass in the service: --chunk-rows, else the service's own default rule
+    (FACEGEN_CHUNK_ROWS=0: 8 on CPU, max_batch_size on CUDA). Passed to the server explicitly,
+    so the ceiling's chunked figure is the same computation."""
+    if args.chunk_rows:
+        return min(args.chunk_rows, args.max_batch_size)
+    return args.max_batch_size if device_type == "cuda" else min(8, args.max_batch_size)
+
+
 def server_env(
-    args: argparse.Namespace, store: Path, name: str, version: int, max_batch: int
+    args: argparse.Namespace, store: Path, name: str, version: int, max_batch: int, chunk: int
 ) -> dict[str, str]:
     env = {
         "FACEGEN_MODEL_STORE": str(store.resolve()),
@@ -147,6 +163,7 @@ def server_env(
         "FACEGEN_MAX_BATCH_SIZE": str(max_batch),
         "FACEGEN_PNG_COMPRESS_LEVEL": str(args.png_compress_level),
         "FACEGEN_TORCH_THREADS": str(args.torch_threads),
+        "FACEGEN_CHUNK_ROWS": str(chunk),
     }
     if args.max_delay_ms is not None:
         env["FACEGEN_MAX_DELAY_MS"] = str(args.max_delay_ms)
@@ -267,7 +284,8 @@ def run(args: argparse.Namespace) -> Report:
         encode, png_desc = png_encoder(model.name, model.version, args.png_compress_level)
         print("(a) ceiling: raw decoder + PNG ...", file=sys.stderr, flush=True)
         raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode)
-        raw1, rawmax = measure_ceiling(raw, args.max_batch_size, mode.ceiling_s, mode.ceiling_rounds)
+        chunk = chunk_rows(args, device.type)
+        ceiling = measure_ceiling(raw, args.max_batch_size, chunk, mode.ceiling_s, mode.ceiling_rounds)
         with torch.inference_mode():
             face = model_to_uint8(decoder(latent_for_seed(0, cfg.latent_dim)[None].to(device)))
         upload = upload_image(face[0].permute(1, 2, 0).cpu().numpy())
@@ -295,7 +313,9 @@ def run(args: argparse.Namespace) -> Report:
                 "model_config": cfg.to_dict(),
                 "png": png_desc,
                 "max_batch_size": args.max_batch_size,
+                "chunk_rows": chunk,
                 "client_procs": args.client_procs,
+                "client": f"httpx.AsyncClient on {event_loop_name()}, keep-alive, one connection per worker",
                 "timing": dataclasses.asdict(timing),
                 "workloads": {
                     w.key: {
@@ -309,7 +329,7 @@ def run(args: argparse.Namespace) -> Report:
                 "note": "Client and server share the CPU of this machine.",
                 "servers": {},
             },
-            ceiling={"batch_1": raw1, "batch_max": rawmax},
+            ceiling=ceiling,
         )
         for server in [s for s in ("off", "on") if s in args.servers.split(",")]:
             max_batch = 1 if server == "off" else args.max_batch_size
@@ -320,9 +340,9 @@ def run(args: argparse.Namespace) -> Report:
                     continue  # --url without --url-off: there is no (b) to measure
                 print(f"{label}: {url}", file=sys.stderr, flush=True)
                 report.meta["servers"][server] = {"url": url, "started_by_bench": False}
-                report.cells += asyncio.run(measure_server(server, url, None, workloads, timing, args))
+                report.cells += run_async(measure_server(server, url, None, workloads, timing, args))
                 continue
-            env = server_env(args, model.store, model.name, model.version, max_batch)
+            env = server_env(args, model.store, model.name, model.version, max_batch, chunk)
             print(
                 f"{label}: starting python -m service (max_batch_size={max_batch}) ...",
                 file=sys.stderr,
@@ -333,7 +353,7 @@ def run(args: argparse.Namespace) -> Report:
                     "started_by_bench": True,
                     "env": {k: v for k, v in env.items() if k.startswith("FACEGEN_")},
                 }
-                report.cells += asyncio.run(measure_server(server, srv.url, srv.pid, workloads, timing, args))
+                report.cells += run_async(measure_server(server, srv.url, srv.pid, workloads, timing, args))
         return report
     finally:
         model.cleanup()

@@ -5,11 +5,13 @@ worker: the lightest client Python offers, because on a small machine the client
 server share the CPU. ``procs > 1`` splits the workers over that many child processes
 (``python -m bench.child``), for machines with cores to spare.
 
-A cell runs in three phases. Warm-up: at least ``warmup_s`` and one full round (as many
-completions as workers), so the server's queue has reached its steady depth. Window: at
+A cell runs in three phases. Warm-up: at least ``warmup_s`` and, with ``warmup_round``, one
+full round (as many completions as workers), so the server's queue has reached its steady
+depth. Window: at
 least ``duration_s`` and ``min_requests`` completions, at most ``max_window_s``; only
 requests that *finish* inside the window are counted. Drain: workers stop sending and the
-requests in flight finish (up to ``drain_s``, then they are cancelled).
+requests in flight finish (up to ``drain_s``, then they are cancelled: the service drops
+the rows of a client that has gone, so the next cell does not pay for them).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
@@ -33,6 +35,7 @@ import httpx
 SEED_STRIDE = 1_000_000
 RETRY_AFTER_CAP_S = 1.0  # a shed request (503) backs off this long at most, not a busy loop
 PROGRESS_EVERY_S = 0.05
+T = TypeVar("T")
 CHILD_START_TIMEOUT_S = 60.0
 
 
@@ -99,6 +102,7 @@ class RequestSpec:
 class Timing:
     warmup_s: float = 2.0
     max_warmup_s: float = 30.0
+    warmup_round: bool = True
     duration_s: float = 10.0
     min_requests: int = 20
     max_window_s: float = 60.0
@@ -255,6 +259,24 @@ class CellRun:
     client_pids: list[int]
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (uvicorn's own loop; less client CPU)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def event_loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 Hook = Callable[[list[int]], Awaitable[None]]  # called with the child pids (none in-process)
 
 
@@ -292,7 +314,10 @@ async def run_cell(
 
     cap = timing.max_requests
     await wait_until(
-        lambda dt: dt >= timing.warmup_s and completed() >= min(concurrency, cap), timing.max_warmup_s
+        lambda dt: (
+            dt >= timing.warmup_s and completed() >= (min(concurrency, cap) if timing.warmup_round else 1)
+        ),
+        timing.max_warmup_s,
     )
     if on_open is not None:
         await on_open(pids)

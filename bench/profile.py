@@ -36,7 +36,9 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         "thread hand-off (anyio, futures, threading)",
         ("anyio/", "concurrent/futures", "threading.py", "queue.py"),
     ),
-    ("asyncio event loop", ("asyncio/",)),
+    # With uvloop the loop itself is C: its time (I/O, epoll, callback glue) shows as
+    # asyncio's Runner.run with no Python frame below it.
+    ("event loop (uvloop/asyncio)", ("asyncio/",)),
     ("service code (other)", ("service/",)),
 ]
 

@@ -50,9 +50,9 @@ MODES = {
             duration_s=15.0,
             min_requests=30,
             max_window_s=90.0,
-            drain_s=120.0,
+            drain_s=10.0,
         ),
-        ceiling_s=12.0,
+        ceiling_s=10.0,
         ceiling_rounds=4,
         concurrencies={
             "gen1": (1, 8, 32, 64, 128),
@@ -65,17 +65,21 @@ MODES = {
     "short": Mode(
         "short",
         Timing(
-            warmup_s=1.0, max_warmup_s=10.0, duration_s=3.0, min_requests=5, max_window_s=8.0, drain_s=15.0
+            warmup_s=1.0,
+            max_warmup_s=5.0,
+            warmup_round=False,
+            duration_s=3.0,
+            min_requests=5,
+            max_window_s=6.0,
+            drain_s=2.0,
         ),
-        ceiling_s=3.0,
+        ceiling_s=2.0,
         ceiling_rounds=2,
         concurrencies={"gen1": (1, 64), "gen16": (4,), "recon": (8,), "interp16": (4,)},
     ),
     "smoke": Mode(
         "smoke",
-        Timing(
-            warmup_s=0.2, max_warmup_s=5.0, duration_s=0.5, min_requests=2, max_window_s=5.0, drain_s=10.0
-        ),
+        Timing(warmup_s=0.2, max_warmup_s=5.0, duration_s=0.5, min_requests=2, max_window_s=5.0, drain_s=5.0),
         ceiling_s=0.2,
         ceiling_rounds=1,
         concurrencies={"gen1": (1, 4), "gen16": (2,), "recon": (2,), "interp16": (2,)},

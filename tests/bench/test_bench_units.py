@@ -77,7 +77,7 @@ def test_request_spec_gives_each_request_fresh_seeds_and_round_trips() -> None:
 
 
 def _raw(batch: int, ips: float, ms: float) -> RawResult:
-    return RawResult(batch, 5, ips, ms, 1000.0 / ips, 0.5)
+    return RawResult(batch, batch, 5, ips, ms, 1000.0 / ips, 0.5)
 
 
 def _cell(server: str, workload: str, conc: int, ips: float, p99: float, rows: float) -> CellResult:
@@ -135,7 +135,7 @@ def test_profile_categories_prefer_the_model_over_the_thread_pool(tmp_path: Path
     loop = ["run_forever (asyncio/base_events.py:600)", "_run_once (asyncio/base_events.py:1900)"]
     assert categorise(model) == "model forward (torch)"
     assert categorise(png).startswith("PNG")
-    assert categorise(loop) == "asyncio event loop"
+    assert categorise(loop) == "event loop (uvloop/asyncio)"
     raw = tmp_path / "p.txt"
     raw.write_text(f"{';'.join(model)} 6\n{';'.join(png)} 3\n{';'.join(loop)} 1\n")
     text = summarize(raw)

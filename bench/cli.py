@@ -25,9 +25,10 @@ from bench.loadgen import Timing, event_loop_name, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, choose_model
 from bench.profile import PySpy, summarize
 from bench.report import CellResult, Report, render
-from bench.scrape import BatchCounters, mean_rows_per_call, scrape
+from bench.scrape import mean_rows_per_call, scrape
 from bench.server import ServerProcess, cpu_seconds
 from bench.stats import summarize as summarize_cell
+from bench.threads import cpu_by_group, thread_cpu, thread_names
 from bench.workloads import MODES, Workload, build_workloads, upload_image
 from facegen_core.artifact import load_artifact
 from facegen_core.device import resolve_device
@@ -197,6 +198,65 @@ async def settle(client: httpx.AsyncClient, url: str) -> None:
         await asyncio.sleep(0.25)
 
 
+async def measure_cell(
+    server: str,
+    url: str,
+    pid: int | None,
+    w: Workload,
+    conc: int,
+    timing: Timing,
+    args: argparse.Namespace,
+    metrics: httpx.AsyncClient,
+    spy: PySpy | None,
+) -> CellResult:
+    """One (workload, concurrency) cell; ``pid`` (a server this run started) adds CPU figures."""
+    edges: dict[str, Any] = {}
+
+    def cpu(pids: list[int]) -> tuple[float | None, float]:
+        client = time.process_time() + sum(cpu_seconds(p) or 0.0 for p in pids)
+        return (cpu_seconds(pid) if pid is not None else None), client
+
+    async def on_open(pids: list[int]) -> None:
+        edges["m0"] = await scrape(metrics, url)
+        edges["cpu0"] = cpu(pids)
+        if pid is not None:
+            edges["threads0"] = thread_cpu(pid)
+        if spy is not None:
+            spy.start()
+
+    async def on_close(pids: list[int]) -> None:
+        edges["cpu1"] = cpu(pids)
+        if pid is not None:
+            edges["threads1"] = thread_cpu(pid)
+        if spy is not None:
+            spy.stop()
+        edges["m1"] = await scrape(metrics, url)
+
+    run = await run_cell(url, w.spec, conc, timing, args.client_procs, on_open, on_close)
+    if pid is not None:
+        # Thread names (py-spy) after the window: threads started inside it are named too.
+        edges["names"] = await asyncio.to_thread(thread_names, pid)
+    stats = summarize_cell(run.samples, run.t0, run.t1)
+    (s0, c0), (s1, c1) = edges["cpu0"], edges["cpu1"]
+    cell = CellResult(
+        server=server,
+        workload=w.key,
+        label=w.label,
+        concurrency=conc,
+        op=w.op,
+        stats=stats,
+        rows_per_call=mean_rows_per_call(edges["m0"], edges["m1"]),
+        server_cpu_cores=(s1 - s0) / stats.window_s if s0 is not None and s1 is not None else None,
+        client_cpu_cores=(c1 - c0) / stats.window_s,
+    )
+    if edges.get("names") and stats.requests:
+        by_group = cpu_by_group(edges["threads0"], edges["threads1"], edges["names"])
+        cell.server_cpu_ms_per_request_by_thread = {
+            g: sec * 1e3 / stats.requests for g, sec in by_group.items()
+        }
+    return cell
+
+
 async def measure_server(
     server: str,
     url: str,
@@ -208,64 +268,25 @@ async def measure_server(
     """Every (workload, concurrency) cell against one running service, one after another."""
     cells: list[CellResult] = []
     profile_key = args.profile_cell if args.profile is not None and server == "on" else None
-    async with httpx.AsyncClient() as metrics_client:
+    async with httpx.AsyncClient() as metrics:
         for w in workloads:
             for conc in w.concurrencies:
-                edges: dict[str, Any] = {}
                 spy = None
                 if profile_key == f"{w.key}:{conc}" and pid is not None:
                     spy = PySpy(pid, args.profile / f"py-spy-{w.key}-c{conc}.txt", gil=args.profile_gil)
-
-                def cpu(pids: list[int]) -> tuple[float | None, float]:
-                    client = time.process_time() + sum(cpu_seconds(p) or 0.0 for p in pids)
-                    return (cpu_seconds(pid) if pid is not None else None), client
-
-                async def on_open(
-                    pids: list[int], edges: dict[str, Any] = edges, spy: PySpy | None = spy
-                ) -> None:
-                    edges["m0"] = await scrape(metrics_client, url)
-                    edges["cpu0"] = cpu(pids)
-                    if spy is not None:
-                        spy.start()
-
-                async def on_close(
-                    pids: list[int], edges: dict[str, Any] = edges, spy: PySpy | None = spy
-                ) -> None:
-                    edges["cpu1"] = cpu(pids)
-                    if spy is not None:
-                        spy.stop()
-                    edges["m1"] = await scrape(metrics_client, url)
-
-                run = await run_cell(url, w.spec, conc, timing, args.client_procs, on_open, on_close)
-                stats = summarize_cell(run.samples, run.t0, run.t1)
-                (s0, c0), (s1, c1) = edges["cpu0"], edges["cpu1"]
-                m0: BatchCounters = edges["m0"]
-                m1: BatchCounters = edges["m1"]
-                cell = CellResult(
-                    server=server,
-                    workload=w.key,
-                    label=w.label,
-                    concurrency=conc,
-                    op=w.op,
-                    stats=stats,
-                    rows_per_call=mean_rows_per_call(m0, m1),
-                    server_cpu_cores=(s1 - s0) / stats.window_s
-                    if s0 is not None and s1 is not None
-                    else None,
-                    client_cpu_cores=(c1 - c0) / stats.window_s,
-                )
+                cell = await measure_cell(server, url, pid, w, conc, timing, args, metrics, spy)
                 cells.append(cell)
-                rows = cell.rows_per_call.get(w.op)
+                s, rows = cell.stats, cell.rows_per_call.get(w.op)
                 print(
-                    f"  {server:>3} {w.label:<22} c={conc:<4} {stats.images_per_s:7.1f} img/s "
-                    f"p50 {stats.p50_ms or 0:7.1f} ms p99 {stats.p99_ms or 0:7.1f} ms "
-                    f"errors {stats.errors} rows/call {rows if rows is None else round(rows, 1)}",
+                    f"  {server:>3} {w.label:<22} c={conc:<4} {s.images_per_s:7.1f} img/s "
+                    f"p50 {s.p50_ms or 0:7.1f} ms p99 {s.p99_ms or 0:7.1f} ms "
+                    f"errors {s.errors} rows/call {rows if rows is None else round(rows, 1)}",
                     file=sys.stderr,
                     flush=True,
                 )
                 if spy is not None:
                     print(summarize(spy.out), file=sys.stderr, flush=True)
-                await settle(metrics_client, url)
+                await settle(metrics, url)
     return cells
 
 
@@ -302,7 +323,6 @@ def run(args: argparse.Namespace) -> Report:
             meta={
                 "mode": mode.name,
                 "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(["python -m bench", *(sys.argv[1:] if argv_is_cli() else [])]),
                 "host": platform.node(),
                 "cpu_count": os.cpu_count(),
                 "load_average_at_start": list(os.getloadavg()),
@@ -359,15 +379,12 @@ def run(args: argparse.Namespace) -> Report:
         model.cleanup()
 
 
-def argv_is_cli() -> bool:
-    return Path(sys.argv[0]).name in ("__main__.py", "bench")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = run(args)
+    report.meta["command"] = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     print(render(report))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

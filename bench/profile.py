@@ -39,8 +39,11 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     # With uvloop the loop itself is C: its time (I/O, epoll, callback glue) shows as
     # asyncio's Runner.run with no Python frame below it.
     ("event loop (uvloop/asyncio)", ("asyncio/",)),
+    ("batcher (service/batcher.py)", ("service/batcher.py",)),
     ("service code (other)", ("service/",)),
 ]
+# The event loop's stacks start in ``python -m service``; worker threads in threading.py.
+MAIN_THREAD_ROOT = "service/__main__.py"
 
 
 def py_spy_path() -> str | None:
@@ -52,7 +55,7 @@ def py_spy_path() -> str | None:
 class PySpy:
     """``start`` attaches to ``pid``; ``stop`` interrupts py-spy, which then writes ``out``."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 100, gil: bool = False) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 200, gil: bool = False) -> None:
         exe = py_spy_path()
         if exe is None:
             raise RuntimeError(
@@ -114,18 +117,28 @@ def categorise(frames: list[str]) -> str:
 
 
 def summarize(path: Path, top: int = 15) -> str:
-    """Share of samples per category, then the hottest leaf frames."""
+    """Share of samples per category (all threads, then the event-loop thread alone), then
+    the hottest leaf frames. On a machine with more runnable threads than cores, a thread
+    waiting for a core is sampled as busy: prefer the per-thread CPU table for shares."""
     stacks = read_collapsed(path)
     total = sum(c for _, c in stacks)
     if total == 0:
         return f"{path}: no samples."
     by_cat: Counter[str] = Counter()
+    main_cat: Counter[str] = Counter()
     by_leaf: Counter[str] = Counter()
     for frames, count in stacks:
-        by_cat[categorise(frames)] += count
+        cat = categorise(frames)
+        by_cat[cat] += count
         by_leaf[frames[-1]] += count
-    lines = [f"{total} samples in {path.name}", "  share  category"]
+        if any(MAIN_THREAD_ROOT in f for f in frames[:3]):
+            main_cat[cat] += count
+    lines = [f"{total} samples in {path.name}", "  share  category (all threads)"]
     lines += [f"  {c / total:5.1%}  {name}" for name, c in by_cat.most_common()]
+    main_total = sum(main_cat.values())
+    if main_total:
+        lines += ["", f"  share  category (event-loop thread only, {main_total} samples)"]
+        lines += [f"  {c / main_total:5.1%}  {name}" for name, c in main_cat.most_common()]
     lines += ["", "  share  hottest leaf frames (self time)"]
     lines += [f"  {c / total:5.1%}  {leaf}" for leaf, c in by_leaf.most_common(top)]
     return "\n".join(lines)

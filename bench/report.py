@@ -26,6 +26,8 @@ class CellResult:
     rows_per_call: dict[str, float | None]
     server_cpu_cores: float | None  # server CPU seconds / window seconds
     client_cpu_cores: float | None  # load generator CPU seconds / window seconds
+    # Server CPU ms per request by thread group (bench/threads.py); empty without py-spy.
+    server_cpu_ms_per_request_by_thread: dict[str, float] = field(default_factory=dict)
 
     def cpu_ms_per_request(self, cores: float | None) -> float | None:
         """CPU milliseconds per successful request, from cores busy over the window."""
@@ -244,8 +246,40 @@ def render(report: Report) -> str:
         "per request.",
         "",
     ]
+    lines += _thread_table(order)
     lines.append("Targets")
     for t in report.targets():
         verdict = {True: "PASS", False: "MISS", None: "n/a "}[t.passed]
         lines.append(f"  {verdict}  {t.name}: {t.detail}")
     return "\n".join(lines)
+
+
+def _thread_table(cells: list[CellResult]) -> list[str]:
+    """Server CPU ms per request by thread group, for the cells that have it."""
+    cells = [c for c in cells if c.server_cpu_ms_per_request_by_thread]
+    if not cells:
+        return []
+    short = {
+        "event loop": "loop",
+        "model thread": "model",
+        "anyio workers": "anyio",
+        "native threads": "native",
+    }
+    groups: list[str] = []
+    for c in cells:
+        groups += [g for g in c.server_cpu_ms_per_request_by_thread if g not in groups]
+    names = [next((v for k, v in short.items() if g.startswith(k)), g[:10]) for g in groups]
+    head = f"{'workload':<22}{'conc':>5} {'server':<17}" + "".join(f"{n:>9}" for n in names)
+    lines = [
+        "Server CPU ms per request, by thread (from /proc, named by py-spy dump):",
+        head,
+        "-" * len(head),
+    ]
+    for c in cells:
+        by = c.server_cpu_ms_per_request_by_thread
+        lines.append(
+            f"{c.label:<22}{c.concurrency:>5} {SERVER_LABELS[c.server]:<17}"
+            + "".join(f"{_f(by.get(g)):>9}" for g in groups)
+        )
+    legend = "; ".join(f"{n} = {g}" for n, g in zip(names, groups, strict=True))
+    return [*lines, legend + ".", ""]

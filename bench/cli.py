@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> Report:
                 "max_batch_size": args.max_batch_size,
                 "chunk_rows": chunk,
                 "client_procs": args.client_procs,
-                "client": f"httpx.AsyncClient on {event_loop_name()}, keep-alive, one connection per worker",
+                "client": f"an httpx.AsyncClient (1 keep-alive connection) per worker, {event_loop_name()}",
                 "timing": dataclasses.asdict(timing),
                 "workloads": {
                     w.key: {

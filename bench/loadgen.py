@@ -132,21 +132,19 @@ class WorkerGroup:
     async def start(self) -> None:
         """One client (one keep-alive connection) per worker: httpx's pool scans all of its
         connections and waiting requests on every request, so one pool shared by 64 workers
-        costs the client several times more CPU per request than 64 pools of one."""
-        n = len(self.worker_ids)
-        pools = 1 if self.shared_pool else n
-        size = n if self.shared_pool else 1
+        costs the client several times more CPU per request than 64 pools of one (measured
+        against the tiny model at concurrency 64: 8-9 ms vs 1.1 ms of client CPU per request)."""
         self._clients = [
             httpx.AsyncClient(
                 base_url=self.url,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 timeout=httpx.Timeout(self.timing.request_timeout_s),
             )
-            for _ in range(pools)
+            for _ in self.worker_ids
         ]
         self._tasks = [
-            asyncio.create_task(self._worker(w, self._clients[i % pools]))
-            for i, w in enumerate(self.worker_ids)
+            asyncio.create_task(self._worker(w, c))
+            for w, c in zip(self.worker_ids, self._clients, strict=True)
         ]
 
     async def _worker(self, wid: int, client: httpx.AsyncClient) -> None:

@@ -1,4 +1,7 @@
-"""``python -m bench``: arguments, then (a) the ceiling, (b) batching off, (c) batching on."""
+"""``python -m bench``: the raw model's ceiling (a), the service with batching off (b) and on (c).
+
+See docs/bench.md for the method, the columns and the target checks.
+"""
 
 from __future__ import annotations
 
@@ -327,6 +330,11 @@ def run(args: argparse.Namespace) -> Report:
                 "cpu_count": os.cpu_count(),
                 "load_average_at_start": list(os.getloadavg()),
                 "torch_threads": args.torch_threads,
+                # OpenMP's wait policy changes CPU results several-fold on a busy machine
+                # (docs/bench.md); the servers inherit this process's environment.
+                "openmp_env": {
+                    k: v for k, v in os.environ.items() if k.startswith(("OMP_", "KMP_", "GOMP_"))
+                },
                 "device": str(device),
                 "precision": args.precision,
                 "model": model.describe(),

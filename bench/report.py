@@ -198,7 +198,8 @@ def render(report: Report) -> str:
     rawmax = report.ceiling["batch_max"]
     lines = [
         f"facegen bench ({m['mode']} mode) — model {m['model']}, device {m['device']}/{m['precision']}, "
-        f"torch threads {m['torch_threads']}, {m['cpu_count']} CPU cores",
+        f"torch threads {m['torch_threads']}, {m['cpu_count']} CPU cores"
+        + "".join(f", {k}={v}" for k, v in m.get("openmp_env", {}).items()),
         f"PNG: {m['png']}. {SHARED_CPU_NOTE}",
         "",
         "(a) ceiling: raw decoder + PNG, no HTTP",

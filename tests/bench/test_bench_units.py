@@ -13,6 +13,7 @@ from bench.report import CellResult, Report, render
 from bench.scrape import mean_rows_per_call, parse_batch_counters
 from bench.stats import CellStats
 from bench.stats import summarize as summarize_cell
+from bench.threads import cpu_by_group, group_of
 
 METRICS = """# HELP facegen_batch_size Rows per model call.
 # TYPE facegen_batch_size histogram
@@ -140,3 +141,18 @@ def test_profile_categories_prefer_the_model_over_the_thread_pool(tmp_path: Path
     raw.write_text(f"{';'.join(model)} 6\n{';'.join(png)} 3\n{';'.join(loop)} 1\n")
     text = summarize(raw)
     assert "10 samples" in text and "60.0%  model forward (torch)" in text
+
+
+def test_thread_cpu_groups_by_python_thread_name() -> None:
+    before = {1: 10.0, 2: 5.0, 3: 1.0}
+    after = {1: 10.5, 2: 7.0, 3: 1.25, 4: 0.5, 5: 0.125}  # 4 and 5 started inside the window
+    names = {1: "MainThread", 2: "facegen-model_0", 3: "AnyIO worker thread", 4: "AnyIO worker thread"}
+    by = cpu_by_group(before, after, names)
+    assert by == {
+        "model thread (torch forward)": 2.0,
+        "anyio workers (PNG encode, upload decode)": 0.75,
+        "event loop (HTTP, framework, batcher, JSON)": 0.5,
+        "native threads (torch OpenMP pool, libuv)": 0.125,  # tid 5 has no Python name
+    }
+    assert list(by) == sorted(by, key=lambda g: -by[g])  # biggest first
+    assert group_of("worker-x") == "other Python thread (worker-x)"

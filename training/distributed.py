@@ -6,7 +6,9 @@ run is a plain single-process one.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +79,26 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def parameter_sha256(modules: Iterable[nn.Module]) -> str:
+    """sha256 of every parameter's bytes, in order: equal on two ranks iff their weights are
+    bit-identical."""
+    h = hashlib.sha256()
+    for m in modules:
+        for p in m.parameters():
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def all_gather_hex(digest: str, info: DistInfo) -> list[str]:
+    """Every rank's hex digest, in rank order (a uint8 tensor all-gather: no pickling)."""
+    if not info.enabled:
+        return [digest]
+    t = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8, device=info.device)
+    out = [torch.empty_like(t) for _ in range(info.world_size)]
+    dist.all_gather(out, t)
+    return [bytes(o.cpu().tolist()).hex() for o in out]
 
 
 def barrier(info: DistInfo) -> None:

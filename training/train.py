@@ -7,6 +7,7 @@ there; ``training.export`` turns that checkpoint into a model-store artifact.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ CELEBA_LICENCE = (
 )
 SYNTHETIC_LICENCE = "synthetic images drawn by training.data.synthetic_faces: no third-party terms"
 UNKNOWN_LICENCE = "unknown: the terms of the data source apply to these weights; check them before sharing"
+# Written by rank 0 of a torchrun run: every rank's parameter sha256 after the last step.
+RANKS_FILE = "ranks.json"
 # Flags a resumed run takes from the new command line; every other flag comes from the
 # checkpoint, so that the resumed run is the same run.
 RESUME_OVERRIDES = (
@@ -219,6 +222,35 @@ def resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str,
     return argparse.Namespace(**merged), state
 
 
+def check_ranks_agree(nets: Nets, step: int, run_dir: Path, info: ddp.DistInfo) -> dict[str, list[str]]:
+    """Every rank must end with bit-identical weights: DDP averages E's and G's gradients,
+    ``average_gradients`` D's, and all start from the same seed. A mismatch means the
+    gradient sync is broken and rank 0's export would be one rank's model, so it is fatal.
+    Parameters only: BatchNorm running statistics are per rank by design."""
+    digests = {
+        name: ddp.all_gather_hex(ddp.parameter_sha256([net]), info)
+        for name, net in (
+            ("encoder", unwrap(nets.encoder)),
+            ("decoder", unwrap(nets.decoder)),
+            ("discriminator", unwrap(nets.discriminator)),
+            ("decoder_ema", nets.ema.shadow),
+        )
+    }
+    if info.is_main:
+        record = {"step": step, "world_size": info.world_size, "parameter_sha256": digests}
+        (run_dir / RANKS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    diverged = [name for name, per_rank in digests.items() if len(set(per_rank)) != 1]
+    if diverged:
+        raise RuntimeError(
+            f"The {info.world_size} ranks hold different {', '.join(diverged)} weights after step "
+            f"{step} (see {run_dir / RANKS_FILE}); the gradient all-reduce is broken. Do not use "
+            f"this run; report it with the torch version and backend."
+        )
+    if info.is_main:
+        print(f"all {info.world_size} ranks hold identical weights after step {step}")
+    return digests
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) until --max-steps or --max-minutes; return the run directory."""
     run_dir = Path(args.run_dir)
@@ -331,5 +363,7 @@ def train(args: argparse.Namespace) -> Path:
     bar.close()
     if step != last_saved or not (run_dir / ckpt.CHECKPOINT_FILE).is_file():
         save()
+    if info.enabled:
+        check_ranks_agree(nets, step, run_dir, info)
     ddp.barrier(info)
     return run_dir

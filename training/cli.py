@@ -23,7 +23,9 @@ def train_parser() -> argparse.ArgumentParser:
         help="Folder/.zip of face images (CelebA layout read with "
         "its attributes), .npz with an 'images' array, or the age/gender/ethnicity CSV.",
     )
-    g.add_argument("--store", default="models", help="Model store directory the artifact is written into.")
+    g.add_argument(
+        "--store", default="model_store", help="Model store directory the artifact is written into."
+    )
     g.add_argument("--name", default="facegen", help="Model name inside the store.")
     g.add_argument("--run-dir", default=None, help="Checkpoints and train_log.jsonl; default runs/NAME.")
     g.add_argument("--resume", action="store_true", help="Continue the run in --run-dir from its checkpoint.")
@@ -144,7 +146,7 @@ def export_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="Run directory holding checkpoint.pt.")
-    p.add_argument("--store", default="models", help="Model store directory.")
+    p.add_argument("--store", default="model_store", help="Model store directory.")
     p.add_argument("--name", default="facegen", help="Model name inside the store.")
     p.add_argument("--data", default=None, help="Data path for interpolation.png if it moved since training.")
     return p
@@ -153,12 +155,21 @@ def export_parser() -> argparse.ArgumentParser:
 DRY_RUN = dict(config="tiny", max_steps=4, batch_size=8, log_every=1, checkpoint_every=0, r1_every=2)
 
 
+def _explicit_dests(argv: list[str] | None) -> set[str]:
+    """The options given on the command line: parsed again with every default suppressed."""
+    p = train_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
 def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = train_parser()
     args = p.parse_args(argv)
     if args.dry_run:
-        # The dry-run preset wins over the defaults but not over flags given explicitly.
-        explicit = {a.dest for a in p._actions if any(s in (argv or []) for s in a.option_strings)}
+        # The dry-run preset wins over the defaults but not over flags given explicitly, in
+        # any spelling argparse accepts (--max-steps 9, --max-steps=9, --max-st 9).
+        explicit = _explicit_dests(argv)
         for k, v in DRY_RUN.items():
             if k not in explicit:
                 setattr(args, k, v)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+
+# Before torch is imported: OpenMP's default busy-wait makes idle intra-op threads spin for
+# ~100 ms after every forward, stealing the cores the event loop and the PNG encoders need
+# (measured by `python -m bench`: a batch-1 forward went from 8 ms to 70-200 ms on 2 cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import uvicorn

@@ -148,23 +148,35 @@ def _load_zip(path: Path, image_size: int, channels: int, crop: str, limit: int 
                 members = members[:limit]
             _require_images(path, members)
             attr_members = [n for n in zf.namelist() if Path(n).name == CELEBA_ATTR_FILE]
-            attr_text = zf.read(attr_members[0]).decode() if attr_members else None
+            beside = _attr_beside(path)
+            if attr_members:
+                attr_text: str | None = zf.read(attr_members[0]).decode()
+            else:  # CelebA ships the labels apart from img_align_celeba.zip
+                attr_text = beside.read_text() if beside is not None else None
             decoded = _decode_all(members, zf.read, image_size, channels, crop, read_in_workers=False)
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{path} is not a readable zip file ({e}); re-download or re-create it.") from e
     return _dataset(path, *decoded, attr_text)
 
 
-def _attr_file(folder: Path) -> Path | None:
-    """list_attr_celeba.txt inside the folder, else beside it or in ../Anno (the layout of
-    the CelebA download when --data points at img_align_celeba itself)."""
-    inside = sorted(folder.rglob(CELEBA_ATTR_FILE))
-    if inside:
-        return inside[0]
-    for candidate in (folder.parent / CELEBA_ATTR_FILE, folder.parent / "Anno" / CELEBA_ATTR_FILE):
+def _attr_beside(path: Path) -> Path | None:
+    """list_attr_celeba.txt beside a folder or zip, or in an Anno/ folder beside it or one
+    level up: the layout of the CelebA download (Anno/list_attr_celeba.txt next to
+    Img/img_align_celeba.zip)."""
+    for candidate in (
+        path.parent / CELEBA_ATTR_FILE,
+        path.parent / "Anno" / CELEBA_ATTR_FILE,
+        path.parent.parent / "Anno" / CELEBA_ATTR_FILE,
+    ):
         if candidate.is_file():
             return candidate
     return None
+
+
+def _attr_file(folder: Path) -> Path | None:
+    """list_attr_celeba.txt inside the folder, else beside it (see ``_attr_beside``)."""
+    inside = sorted(folder.rglob(CELEBA_ATTR_FILE))
+    return inside[0] if inside else _attr_beside(folder)
 
 
 def _load_folder(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
@@ -334,11 +346,12 @@ def _fingerprint(path: Path) -> str:
             if p.is_file():
                 s = p.stat()
                 parts.append(f"{p.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}")
-        attr = _attr_file(path)
-        if attr is not None and path not in attr.parents:  # the labels beside the folder
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        attr = _attr_file(path) if path.is_dir() else _attr_beside(path)
+        if attr is not None and path not in attr.parents:  # the labels beside the folder/zip
             s = attr.stat()
             parts.append(f"{attr.resolve()}:{s.st_size}:{s.st_mtime_ns}")
-    elif path.suffix.lower() in LOADER_REVISIONS:
+    if path.suffix.lower() in LOADER_REVISIONS and not path.is_dir():
         parts.append(f"loader revision {LOADER_REVISIONS[path.suffix.lower()]}")
     return "\n".join(parts)
 

@@ -108,6 +108,16 @@ def test_celeba_zip_with_attributes(tmp_path: Path) -> None:
     assert ds.source == "celeba-mini"
 
 
+def test_celeba_download_layout_zip_with_the_labels_in_anno(tmp_path: Path) -> None:
+    """CelebA ships Img/img_align_celeba.zip and Anno/list_attr_celeba.txt separately."""
+    files = celeba_files()
+    labels = files.pop("list_attr_celeba.txt")
+    write_tree(tmp_path / "CelebA" / "Anno", {"list_attr_celeba.txt": labels})
+    (tmp_path / "CelebA" / "Img").mkdir()
+    src = write_zip(tmp_path / "CelebA" / "Img" / "img_align_celeba.zip", files)
+    check_celeba(load_faces(src, 32, 3, "celeba", cache_dir=None), files)
+
+
 def test_attribute_file_missing_an_image_drops_the_attributes_not_the_images(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -358,17 +368,25 @@ def test_cache_is_reused_and_invalidated_when_the_source_changes(
     assert torch.equal(third.images[0], first.images[0]) and not torch.equal(third.images[1], first.images[1])
 
 
-def test_changed_attribute_file_beside_the_folder_invalidates_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_changed_attribute_file_beside_the_source_invalidates_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    root = write_tree(tmp_path / "celeba", celeba_files())
+    files = celeba_files()
+    root = write_tree(tmp_path / "celeba", files)
+    src = root / "img_align_celeba"
+    if kind == "zip":
+        files.pop("list_attr_celeba.txt")
+        src = write_zip(root / "img_align_celeba.zip", files)
     cache = tmp_path / "cache"
     counter = DecodeCounter(monkeypatch)
-    load_faces(root / "img_align_celeba", 32, 3, "celeba", cache_dir=cache)
+    load_faces(src, 32, 3, "celeba", cache_dir=cache)
+    load_faces(src, 32, 3, "celeba", cache_dir=cache)
+    assert counter.calls == 3  # the second load came from the cache
     (root / "list_attr_celeba.txt").write_text(
         ATTR_TEXT.replace("000003.jpg  1  1 -1", "000003.jpg -1 -1 -1")
     )
-    ds = load_faces(root / "img_align_celeba", 32, 3, "celeba", cache_dir=cache)
+    ds = load_faces(src, 32, 3, "celeba", cache_dir=cache)
     assert counter.calls == 6
     assert ds.attributes is not None and ds.attributes[2].tolist() == [-1, -1, -1]
 

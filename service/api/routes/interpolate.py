@@ -19,10 +19,9 @@ from service.api.inputs import read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.decode import check_latent
 from service.deps import Ctx, ReadyModel, SettingsDep
-from service.errors import InvalidFieldError
+from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
 from service.inference import Model
-from service.problems import UnsupportedMediaTypeError
 from service.schemas import (
     MAX_SEED,
     ImagesResponse,

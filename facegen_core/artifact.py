@@ -3,7 +3,8 @@
 Layout of a store::
 
     STORE/store.json                      {"default": NAME}   (optional)
-    STORE/NAME/VERSION/model.safetensors  encoder.* and decoder.* (EMA) tensors, fp32
+    STORE/NAME/VERSION/model.safetensors  encoder.* and decoder.* (EMA) tensors, fp32, and
+                                          optionally latent_prior.{mean,scale_tril}
     STORE/NAME/VERSION/config.json        ModelConfig
     STORE/NAME/VERSION/manifest.json      name, version, sha256 of every other file, metrics...
     STORE/NAME/VERSION/*.png              samples, interpolation, loss curves
@@ -23,7 +24,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facegen_core.config import ModelConfig
+from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder, count_parameters
 
 FORMAT = "facegen-vaegan"
-FORMAT_VERSION = 1
+# 2: model.safetensors may hold a fitted latent prior (PRIOR_PREFIX tensors). A version-1
+# reader would ignore those tensors and sample N(0, I) from a model not made for it, so such
+# artifacts are written as version 2, which version-1 readers refuse.
+FORMAT_VERSION = 2
+PRIOR_PREFIX = "latent_prior."
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
@@ -149,12 +155,14 @@ def write_artifact(
     decoder: Decoder,
     manifest: Mapping[str, Any] | None = None,
     files: Mapping[str, bytes] | None = None,
+    prior: LatentPrior | None = None,
 ) -> Path:
     """Export encoder + decoder into STORE/NAME/<next version>/ and return that path.
 
     ``manifest`` holds the caller's fields (dataset, training, metrics...); this function
     adds name, version, created, format, parameter counts and the sha256 of every file.
-    ``files`` are extra files (the pictures) written beside the weights.
+    ``files`` are extra files (the pictures) written beside the weights; ``prior`` is the
+    latent distribution samples come from (None: N(0, I)), saved with the weights.
     """
     validate_name(name)
     st = ModelStore(store)
@@ -162,6 +170,13 @@ def write_artifact(
     model_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    if prior is not None and prior.mean is not None and prior.scale_tril is not None:
+        if prior.mean.shape[0] != config.latent_dim:
+            raise ValueError(
+                f"The latent prior is {prior.mean.shape[0]}-d; "
+                f"the config's latent_dim is {config.latent_dim}."
+            )
+        tensors |= {f"{PRIOR_PREFIX}mean": prior.mean, f"{PRIOR_PREFIX}scale_tril": prior.scale_tril}
     tensors = {
         k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
         for k, v in tensors.items()
@@ -212,6 +227,7 @@ class Artifact:
     manifest: dict[str, Any]
     encoder: Encoder
     decoder: Decoder
+    prior: LatentPrior = field(default_factory=LatentPrior)  # N(0, I) unless fitted at export
 
     @property
     def name(self) -> str:
@@ -289,4 +305,24 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
                 f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE} for the {prefix[:-1]}: {e}"
             ) from e
         net.to(device).eval().requires_grad_(False)
-    return Artifact(path=path, config=config, manifest=manifest, encoder=encoder, decoder=decoder)
+    prior = _load_prior(path, tensors, config)
+    return Artifact(
+        path=path, config=config, manifest=manifest, encoder=encoder, decoder=decoder, prior=prior
+    )
+
+
+def _load_prior(path: Path, tensors: Mapping[str, torch.Tensor], config: ModelConfig) -> LatentPrior:
+    """The artifact's fitted latent prior (CPU tensors), or N(0, I) when it has none."""
+    found = {k[len(PRIOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(PRIOR_PREFIX)}
+    if not found:
+        return LatentPrior()
+    try:
+        prior = LatentPrior(mean=found["mean"].float(), scale_tril=found["scale_tril"].float())
+    except (KeyError, ValueError) as e:
+        raise ArtifactFormatError(f"{path / WEIGHTS_FILE} holds an invalid latent prior: {e}") from e
+    if prior.mean is not None and prior.mean.shape[0] != config.latent_dim:
+        raise ArtifactFormatError(
+            f"{path / WEIGHTS_FILE} holds a {prior.mean.shape[0]}-d latent prior for a "
+            f"{config.latent_dim}-d latent space."
+        )
+    return prior

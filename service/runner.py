@@ -36,6 +36,7 @@ import torch
 
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
 from facegen_core.device import autocast, resolve_device
+from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from service.settings import Settings
 
@@ -54,6 +55,7 @@ class ModelInfo:
     latent_dim: int
     input_crop: str
     manifest: dict[str, Any]
+    prior: LatentPrior  # seeds' noise -> latents (N(0, I) unless the artifact fitted one)
 
 
 class ModelRunner:
@@ -105,6 +107,7 @@ class ModelRunner:
                 latent_dim=cfg.latent_dim,
                 input_crop=cfg.input_crop,
                 manifest=artifact.manifest,
+                prior=artifact.prior,
             )
             self.state, self.reason = "warming_up", "The model is loaded and warming up."
             self._warm_up()

@@ -23,7 +23,11 @@ LatentValue = Annotated[float, Field(allow_inf_nan=False, ge=-LATENT_BOUND, le=L
 Latent = Annotated[list[LatentValue], Field(min_length=1, max_length=4096)]
 Temperature = Annotated[
     float,
-    Field(gt=0.0, le=2.0, description="Scale of z ~ N(0, T²I): lower is more typical, higher more varied."),
+    Field(
+        gt=0.0,
+        le=2.0,
+        description="Scale of the seed noise ε ~ N(0, T²I): lower is more typical, higher more varied.",
+    ),
 ]
 ImageFormat = Literal["png", "json"]
 EXAMPLE_LATENT: list[Any] = [0.12, -1.3, 0.5, 0.0, 2.1, -0.7, 0.33, 1.0]  # the tiny test model's 8 dims

@@ -101,6 +101,13 @@ def train_parser() -> argparse.ArgumentParser:
         help="DiffAugment ops for every image D sees: comma list of color,translation,cutout or 'none'.",
     )
     g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported decoder.")
+    g.add_argument(
+        "--latent-prior",
+        choices=("fitted", "standard"),
+        default="fitted",
+        help="What exported samples draw z from: a Gaussian fitted to the training set's encoder means "
+        "(ex-post density estimation) or the VAE's N(0, I).",
+    )
 
     g = p.add_argument_group("optimisation")
     g.add_argument(

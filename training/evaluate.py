@@ -41,8 +41,11 @@ from training.metrics_image import psnr_per_image, ssim_per_image
 def generate_samples(
     art: Artifact, n: int, seed: int, temperature: float, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """uint8 (n, C, H, W): the decoder on z_i = latent_for_seed(seed + i)."""
-    z = latents_for_seeds(seed, n, art.config.latent_dim, temperature)  # (n, latent_dim)
+    """uint8 (n, C, H, W): the decoder on z_i = prior(latent_for_seed(seed + i)), the artifact's
+    prior (fitted Gaussian or N(0, I)) applied to the seed's noise, as the service does."""
+    z = art.prior.from_noise(
+        latents_for_seeds(seed, n, art.config.latent_dim, temperature)
+    )  # (n, latent_dim)
     out = [
         model_to_uint8(art.decoder(z[i : i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)
     ]

@@ -17,7 +17,7 @@ import torch
 from facegen_core.artifact import write_artifact
 from facegen_core.config import ModelConfig
 from facegen_core.images import make_grid, to_pil
-from facegen_core.latent import interpolate, latents_for_seeds
+from facegen_core.latent import LatentPrior, latents_for_seeds
 from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
@@ -40,17 +40,24 @@ def _to_hwc(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def sample_grid(
-    decoder: Decoder, cfg: ModelConfig, seed: int, temperature: float, n: int = N_SAMPLES
+    decoder: Decoder,
+    cfg: ModelConfig,
+    seed: int,
+    temperature: float,
+    n: int = N_SAMPLES,
+    prior: LatentPrior | None = None,
 ) -> np.ndarray:
-    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from latents_for_seeds(seed, n, D, t)."""
+    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(latents_for_seeds(seed, n, D, t))."""
     decoder = decoder.to("cpu").eval()
-    z = latents_for_seeds(seed, n, cfg.latent_dim, temperature)  # (n, D)
+    z = (prior or LatentPrior()).from_noise(latents_for_seeds(seed, n, cfg.latent_dim, temperature))  # (n, D)
     return make_grid(_to_hwc(decoder(z)), ncols=8, padding=2)
 
 
 @torch.no_grad()
-def interpolation_grid(encoder: Encoder, decoder: Decoder, val_u8: torch.Tensor) -> np.ndarray | None:
-    """Rows: real a, 10 slerp steps between the encoder means of a and b, real b."""
+def interpolation_grid(
+    encoder: Encoder, decoder: Decoder, val_u8: torch.Tensor, prior: LatentPrior | None = None
+) -> np.ndarray | None:
+    """Rows: real a, 10 slerp steps (in the prior's ε-space) between the encoder means of a and b, real b."""
     rows = min(INTERP_ROWS, val_u8.shape[0] // 2)
     if rows == 0:
         return None
@@ -59,7 +66,7 @@ def interpolation_grid(encoder: Encoder, decoder: Decoder, val_u8: torch.Tensor)
     mu, _ = encoder(uint8_to_model(reals))  # (2R, D)
     tiles = []
     for r in range(rows):
-        path = interpolate(mu[2 * r], mu[2 * r + 1], INTERP_STEPS, "slerp")  # (10, D)
+        path = (prior or LatentPrior()).path(mu[2 * r], mu[2 * r + 1], INTERP_STEPS, "slerp")  # (10, D)
         tiles += [reals[2 * r : 2 * r + 1], model_to_uint8(decoder(path)), reals[2 * r + 1 : 2 * r + 2]]
     strip = torch.cat(tiles).permute(0, 2, 3, 1).numpy()  # (R·12, H, W, C)
     return make_grid(strip, ncols=INTERP_STEPS + 2, padding=2)
@@ -97,8 +104,24 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     return buf.getvalue()
 
 
-def _validation_images(args: argparse.Namespace, cfg: ModelConfig, data: str | None) -> torch.Tensor | None:
-    """The run's validation faces, re-read through the data cache (cheap after training)."""
+@torch.no_grad()
+def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256) -> LatentPrior:
+    """The Gaussian of the encoder means of the training faces (see LatentPrior for why);
+    N(0, I) when there are too few faces to fit a full covariance."""
+    encoder = encoder.to("cpu").eval()
+    if train_u8.shape[0] <= encoder.latent_dim:
+        print(f"warning: {train_u8.shape[0]} training faces cannot fit a latent prior; sampling N(0, I).")
+        return LatentPrior()
+    mu = torch.cat(
+        [encoder(uint8_to_model(train_u8[i : i + batch]))[0] for i in range(0, len(train_u8), batch)]
+    )
+    return LatentPrior.fit(mu)  # mu: (N, D)
+
+
+def _split_images(
+    args: argparse.Namespace, cfg: ModelConfig, data: str | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The run's (train, validation) faces, re-read through the data cache (cheap after training)."""
     from training.train import load_dataset  # late import: train imports nothing from here
 
     a = argparse.Namespace(**vars(args))
@@ -107,10 +130,10 @@ def _validation_images(args: argparse.Namespace, cfg: ModelConfig, data: str | N
     try:
         ds = load_dataset(a, cfg)
     except (DatasetError, SystemExit, OSError) as e:
-        print(f"warning: no validation faces for interpolation.png ({e}); skipping it.")
+        print(f"warning: no training data for interpolation.png and the latent prior ({e}); skipping them.")
         return None
-    _, val_idx = split_indices(len(ds), a.val_fraction, a.seed)
-    return ds.images[val_idx]
+    train_idx, val_idx = split_indices(len(ds), a.val_fraction, a.seed)
+    return ds.images[train_idx], ds.images[val_idx]
 
 
 def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | None = None) -> Path:
@@ -123,9 +146,18 @@ def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | No
     encoder.load_state_dict(state["encoder"])
     decoder.load_state_dict(state["ema"])  # the EMA decoder is what gets served
     seed, temperature = int(args.sample_seed), float(args.sample_temperature)
-    files: dict[str, bytes] = {"samples.png": _png(sample_grid(decoder, cfg, seed, temperature))}
-    val = _validation_images(args, cfg, data)
-    interp = interpolation_grid(encoder, decoder, val) if val is not None else None
+    split = _split_images(args, cfg, data)
+    prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
+    if split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
+        prior = fit_prior(encoder, split[0])
+        if not prior.is_standard:
+            prior_info = {
+                "kind": "fitted-gaussian",
+                "fitted_on": f"encoder means of the {len(split[0])} training faces",
+                "method": "ex-post density estimation (Ghosh et al. 2020, section 4)",
+            }
+    files: dict[str, bytes] = {"samples.png": _png(sample_grid(decoder, cfg, seed, temperature, prior=prior))}
+    interp = interpolation_grid(encoder, decoder, split[1], prior) if split is not None else None
     if interp is not None:
         files["interpolation.png"] = _png(interp)
     curves = loss_curves_png(ckpt.read_log(run_dir))
@@ -144,6 +176,7 @@ def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | No
             "args": state["args"],
         },
         "samples": {"seed": seed, "temperature": temperature, "n": N_SAMPLES},
+        "latent_prior": prior_info,
         "metrics": {},
     }
-    return write_artifact(store, name, cfg, encoder, decoder, manifest=manifest, files=files)
+    return write_artifact(store, name, cfg, encoder, decoder, manifest=manifest, files=files, prior=prior)

@@ -31,7 +31,7 @@ def _faces(path: Path) -> np.ndarray:
     """The 8 faces of seeds 1000..1007 at temperature 1, as one uint8 (H, W, 3) strip."""
     art = load_artifact(path)
     torch.set_num_threads(1)  # fewest reduction-order differences between machines
-    z = latents_for_seeds(SEED, N, art.config.latent_dim, 1.0)
+    z = art.prior.from_noise(latents_for_seeds(SEED, N, art.config.latent_dim, 1.0))  # (N, D)
     with torch.inference_mode():
         faces = model_to_uint8(art.decoder(z)).permute(0, 2, 3, 1).numpy()
     return make_grid(faces, ncols=N, padding=0)

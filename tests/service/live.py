@@ -24,15 +24,26 @@ import torch
 from PIL import Image
 
 from facegen_core import ModelConfig, build_autoencoder, write_artifact
+from facegen_core.latent import LatentPrior
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 AI_KEYS = ("facegen:model", "facegen:version", "AI-Generated")
 
 
+def tiny_prior(latent_dim: int, seed: int = 0) -> LatentPrior:
+    """A seeded off-centre, correlated Gaussian, as export fits (so the service's ε -> z mapping
+    is exercised, not the identity of an N(0, I) model)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(latent_dim, latent_dim, generator=g) * 0.3
+    scale_tril = torch.linalg.cholesky(a @ a.T + 0.5 * torch.eye(latent_dim))
+    return LatentPrior(mean=torch.randn(latent_dim, generator=g), scale_tril=scale_tril)
+
+
 def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0) -> Path:
     """A tiny VAE-GAN with seeded random weights (BatchNorm statistics randomised too, so
-    eval-mode BN is not the identity and the decoder's output depends on every layer)."""
+    eval-mode BN is not the identity and the decoder's output depends on every layer) and a
+    fitted-style latent prior."""
     torch.manual_seed(seed)
     cfg = ModelConfig.tiny()
     encoder, decoder = build_autoencoder(cfg)
@@ -42,7 +53,15 @@ def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0) -> Path:
                 assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.normal_(0.0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
-    return write_artifact(store, name, cfg, encoder, decoder, manifest={"note": "service test model"})
+    return write_artifact(
+        store,
+        name,
+        cfg,
+        encoder,
+        decoder,
+        manifest={"note": "service test model"},
+        prior=tiny_prior(cfg.latent_dim),
+    )
 
 
 def free_port() -> int:

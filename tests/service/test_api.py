@@ -19,6 +19,7 @@ from tests.service.live import (
     png_pixels,
     png_text,
     tile,
+    tiny_prior,
     zip_pngs,
 )
 
@@ -91,7 +92,7 @@ def test_generate_json(client: httpx.Client) -> None:
     body = r.json()
     assert r.headers["x-seed"] == "5"
     assert (body["model"], body["version"], body["seed"]) == ("tiny", 1, 5)
-    want = latents_for_seeds(5, 3, DIM, 0.5).numpy()
+    want = tiny_prior(DIM).from_noise(latents_for_seeds(5, 3, DIM, 0.5)).numpy()  # z = mean + L·ε
     np.testing.assert_array_equal(np.asarray(body["latents"], np.float32), want)  # exact through JSON
     assert len(body["images"]) == 3
     for i, s in enumerate(body["images"]):
@@ -103,7 +104,11 @@ def test_generate_json(client: httpx.Client) -> None:
 def test_temperature_scales_the_latent(client: httpx.Client) -> None:
     cold = generate(client, seed=9, temperature=0.1, format="json").json()["latents"][0]
     hot = generate(client, seed=9, temperature=2.0, format="json").json()["latents"][0]
-    np.testing.assert_allclose(np.asarray(hot), 20 * np.asarray(cold), rtol=1e-6)
+    # Temperature scales the noise ε around the prior's mean: z - mean scales 20×.
+    mean = tiny_prior(DIM).mean
+    assert mean is not None
+    m = mean.numpy()
+    np.testing.assert_allclose(np.asarray(hot) - m, 20 * (np.asarray(cold) - m), rtol=1e-5, atol=1e-5)
     assert not np.array_equal(face(client, 9, 0.1), face(client, 9, 2.0))
 
 
@@ -212,7 +217,8 @@ def test_interpolate_every_format(client: httpx.Client) -> None:
 
     j = client.post("/interpolate", json={**base, "format": "json"}).json()
     assert len(j["images"]) == len(j["latents"]) == 6
-    np.testing.assert_array_equal(np.asarray(j["latents"][0], np.float32), latent_for_seed(1, DIM).numpy())
+    want = tiny_prior(DIM).from_noise(latent_for_seed(1, DIM)[None])[0].numpy()  # the seed's z, not its ε
+    np.testing.assert_array_equal(np.asarray(j["latents"][0], np.float32), want)
     np.testing.assert_array_equal(png_pixels(b64png(j["images"][3])), frames[3])
 
     lerp = client.post("/interpolate", json={**base, "method": "lerp", "format": "json"}).json()
@@ -246,7 +252,8 @@ def test_interpolate_multipart_images(client: httpx.Client) -> None:
     ).json()
     assert len(mixed["images"]) == 3
     np.testing.assert_array_equal(
-        np.asarray(mixed["latents"][-1], np.float32), latent_for_seed(4, DIM).numpy()
+        np.asarray(mixed["latents"][-1], np.float32),
+        tiny_prior(DIM).from_noise(latent_for_seed(4, DIM)[None])[0].numpy(),
     )
 
 

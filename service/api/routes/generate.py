@@ -26,7 +26,8 @@ SERVER_SEEDS = 2**31  # seeds the server picks are short enough to read out and 
 async def generate(
     body: GenerateRequest, model: ReadyModel, ctx: Ctx, settings: SettingsDep
 ) -> Response | ImagesResponse:
-    """Face i comes from seed + i (z = N(0, T²I) drawn from its own generator), so face i of a
+    """Face i comes from seed + i: noise ε = N(0, T²I) drawn from its own generator, mapped to the
+    latent z = mean + L·ε of the model's fitted prior (z = ε for a model without one), so face i of a
     grid is also `{"n": 1, "seed": seed + i}`. The same seed, n, temperature and model version
     give the same pixels, whatever else the server is doing. The seed used is in `X-Seed`.
 
@@ -35,7 +36,8 @@ async def generate(
     """
     info = model.info
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
-    latents = latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
+    noise = latents_for_seeds(seed, body.n, info.latent_dim, body.temperature)  # ε: (n, D)
+    latents = info.prior.from_noise(noise).numpy()  # z = mean + L·ε: (n, D)
     faces = await model.decode(latents)  # (n, S, S, C)
     headers = {"X-Seed": str(seed)}
     level = settings.png_compress_level

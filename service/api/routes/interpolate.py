@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
-from facegen_core.latent import interpolate as latent_path
 from facegen_core.latent import latent_for_seed
 from service.api import render
 from service.api.inputs import read_images
@@ -146,7 +145,8 @@ async def _end_latents(
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
         if isinstance(end, SeedEnd):
-            out.append(latent_for_seed(end.seed, info.latent_dim, opts.temperature))
+            noise = latent_for_seed(end.seed, info.latent_dim, opts.temperature)  # ε: (D,)
+            out.append(info.prior.from_noise(noise[None])[0])  # same z as /generate's
         elif isinstance(end, LatentEnd):
             check_latent(end.latent, info.latent_dim, f"{side}.latent")
             out.append(torch.tensor(end.latent, dtype=torch.float32))
@@ -191,7 +191,8 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
             "/interpolate takes application/json or multipart/form-data, not "
             f"{ctype or 'a body without Content-Type'}."
         )
-    path = latent_path(a, b, opts.steps, opts.method).numpy().astype(np.float32)  # (steps, D)
+    # Through the prior's ε-space, where slerp's constant-norm path is the right one.
+    path = model.info.prior.path(a, b, opts.steps, opts.method).numpy().astype(np.float32)  # (steps, D)
     frames = await model.decode(path)  # (steps, S, S, C)
     info, level = model.info, settings.png_compress_level
     extra = {

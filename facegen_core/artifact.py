@@ -193,6 +193,7 @@ def write_artifact(
             if "/" in fname or fname in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE):
                 raise ValueError(f"Extra artifact file name {fname!r} is not allowed.")
             (tmp / fname).write_bytes(data)
+        _chmod_for_readers(tmp)
         while True:
             version = (st.versions(name) or [0])[-1] + 1
             body: dict[str, Any] = {
@@ -218,6 +219,17 @@ def write_artifact(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _chmod_for_readers(folder: Path) -> None:
+    """mkdtemp makes the folder 0700 and safetensors writes 0600; an artifact is published for
+    other users (the service's container runs as a non-root user), so give it the modes the
+    umask allows, as ``mkdir``/``open`` would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for p in folder.iterdir():
+        p.chmod(0o666 & ~umask)
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,17 @@ def test_bad_names_are_refused(tmp_path: Path) -> None:
     for bad in ("../x", "", "a/b", ".hidden"):
         with pytest.raises(ValueError, match="not valid"):
             write_artifact(tmp_path, bad, cfg, *build_autoencoder(cfg))
+
+
+def test_an_exported_artifact_is_readable_by_other_users(tmp_path: Path) -> None:
+    """The service's container runs as a non-root user: an artifact is not private to its writer."""
+    old = os.umask(0o022)
+    try:
+        torch.manual_seed(0)
+        cfg = ModelConfig.tiny()
+        enc, dec = build_autoencoder(cfg)
+        path = write_artifact(tmp_path, "m", cfg, enc, dec)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}

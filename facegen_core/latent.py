@@ -121,6 +121,11 @@ class LatentPrior:
         z = self.mean.double() + eps.double() @ self.scale_tril.double().T
         return z.to(eps.dtype)
 
+    def latents_for_seeds(self, seed: int, n: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
+        """(n, latent_dim): row i is the latent of seed + i, the one mapping from seeds to faces
+        that the service, the evaluation and the exported pictures all use."""
+        return self.from_noise(latents_for_seeds(seed, n, latent_dim, temperature))
+
     def to_noise(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, D) -> ε (N, D), the inverse of ``from_noise``."""
         if self.mean is None or self.scale_tril is None:

@@ -30,7 +30,6 @@ from facegen_core.artifact import (
     read_manifest,
 )
 from facegen_core.device import resolve_device
-from facegen_core.latent import latents_for_seeds
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import fid as fidlib
 from training.data import DatasetError, FaceDataset, load_faces, split_indices
@@ -43,9 +42,7 @@ def generate_samples(
 ) -> torch.Tensor:
     """uint8 (n, C, H, W): the decoder on z_i = prior(latent_for_seed(seed + i)), the artifact's
     prior (fitted Gaussian or N(0, I)) applied to the seed's noise, as the service does."""
-    z = art.prior.from_noise(
-        latents_for_seeds(seed, n, art.config.latent_dim, temperature)
-    )  # (n, latent_dim)
+    z = art.prior.latents_for_seeds(seed, n, art.config.latent_dim, temperature)  # (n, latent_dim)
     out = [
         model_to_uint8(art.decoder(z[i : i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)
     ]

@@ -17,7 +17,7 @@ import torch
 from facegen_core.artifact import write_artifact
 from facegen_core.config import ModelConfig
 from facegen_core.images import make_grid, to_pil
-from facegen_core.latent import LatentPrior, latents_for_seeds
+from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
@@ -49,7 +49,7 @@ def sample_grid(
 ) -> np.ndarray:
     """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(latents_for_seeds(seed, n, D, t))."""
     decoder = decoder.to("cpu").eval()
-    z = (prior or LatentPrior()).from_noise(latents_for_seeds(seed, n, cfg.latent_dim, temperature))  # (n, D)
+    z = (prior or LatentPrior()).latents_for_seeds(seed, n, cfg.latent_dim, temperature)  # (n, D)
     return make_grid(_to_hwc(decoder(z)), ncols=8, padding=2)
 
 

@@ -6,7 +6,6 @@ import secrets
 
 from fastapi import APIRouter, Response
 
-from facegen_core.latent import latents_for_seeds
 from service.api import render
 from service.api.responses import ERROR_RESPONSES, IMAGE_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
@@ -36,8 +35,7 @@ async def generate(
     """
     info = model.info
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
-    noise = latents_for_seeds(seed, body.n, info.latent_dim, body.temperature)  # ε: (n, D)
-    latents = info.prior.from_noise(noise).numpy()  # z = mean + L·ε: (n, D)
+    latents = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
     faces = await model.decode(latents)  # (n, S, S, C)
     headers = {"X-Seed": str(seed)}
     level = settings.png_compress_level

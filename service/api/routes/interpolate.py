@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
-from facegen_core.latent import latent_for_seed
 from service.api import render
 from service.api.inputs import read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
@@ -145,8 +144,7 @@ async def _end_latents(
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
         if isinstance(end, SeedEnd):
-            noise = latent_for_seed(end.seed, info.latent_dim, opts.temperature)  # ε: (D,)
-            out.append(info.prior.from_noise(noise[None])[0])  # same z as /generate's
+            out.append(info.prior.latents_for_seeds(end.seed, 1, info.latent_dim, opts.temperature)[0])
         elif isinstance(end, LatentEnd):
             check_latent(end.latent, info.latent_dim, f"{side}.latent")
             out.append(torch.tensor(end.latent, dtype=torch.float32))

@@ -3,7 +3,7 @@
 Layout of a store::
 
     STORE/store.json                      {"default": NAME}   (optional)
-    STORE/NAME/VERSION/model.safetensors  encoder.* and decoder.* (EMA) tensors, fp32, and
+    STORE/NAME/VERSION/model.safetensors  encoder.* and decoder.* (EMA) tensors, and
                                           optionally latent_prior.{mean,scale_tril}
     STORE/NAME/VERSION/config.json        ModelConfig
     STORE/NAME/VERSION/manifest.json      name, version, sha256 of every other file, metrics...
@@ -12,6 +12,13 @@ Layout of a store::
 VERSION is an increasing integer. A version directory is written under a temporary name
 and renamed into place, so a reader never sees a half-written artifact. Weights are
 safetensors only: loading never runs code from the file.
+
+Weights dtype. Networks always run from fp32 weights, but the parameters may be *stored* as
+fp16 or bf16 (``write_artifact(weights_dtype=...)``, recorded as the manifest's
+``weights_dtype``) to halve the file; the loader casts every floating tensor to fp32. Buffers
+(BatchNorm running statistics) and the latent prior are always stored in fp32: they are small,
+and a running variance or a Cholesky factor loses more from rounding than a conv weight does.
+An artifact without ``weights_dtype`` is fp32 (as every artifact before it was).
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# How write_artifact may store the networks' parameters (see the module docstring).
+WEIGHTS_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
 
 
 class ArtifactError(Exception):
@@ -156,20 +169,30 @@ def write_artifact(
     manifest: Mapping[str, Any] | None = None,
     files: Mapping[str, bytes] | None = None,
     prior: LatentPrior | None = None,
+    weights_dtype: str = "fp32",
 ) -> Path:
     """Export encoder + decoder into STORE/NAME/<next version>/ and return that path.
 
     ``manifest`` holds the caller's fields (dataset, training, metrics...); this function
-    adds name, version, created, format, parameter counts and the sha256 of every file.
-    ``files`` are extra files (the pictures) written beside the weights; ``prior`` is the
-    latent distribution samples come from (None: N(0, I)), saved with the weights.
+    adds name, version, created, format, weights_dtype, parameter counts and the sha256 of
+    every file. ``files`` are extra files (the pictures) written beside the weights; ``prior``
+    is the latent distribution samples come from (None: N(0, I)), saved with the weights.
+    ``weights_dtype`` ("fp32", "fp16" or "bf16") is how the networks' parameters are stored;
+    buffers and the prior stay fp32. A parameter outside the dtype's finite range is refused.
     """
     validate_name(name)
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(
+            f"weights_dtype {weights_dtype!r} is not supported; use one of {sorted(WEIGHTS_DTYPES)}."
+        )
+    store_dtype = WEIGHTS_DTYPES[weights_dtype]
     st = ModelStore(store)
     model_dir = st.root / name
     model_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors |= {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    parameters = {f"encoder.{k}" for k, _ in encoder.named_parameters()}
+    parameters |= {f"decoder.{k}" for k, _ in decoder.named_parameters()}
     if prior is not None and prior.mean is not None and prior.scale_tril is not None:
         if prior.mean.shape[0] != config.latent_dim:
             raise ValueError(
@@ -181,6 +204,15 @@ def write_artifact(
         k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
         for k, v in tensors.items()
     }
+    if store_dtype != torch.float32:
+        for k in sorted(parameters):
+            stored = tensors[k].to(store_dtype)
+            if not torch.isfinite(stored).all() and torch.isfinite(tensors[k]).all():
+                raise ValueError(
+                    f"Parameter {k} has values (max |w| = {tensors[k].abs().max().item():.4g}) "
+                    f"outside the finite range of {weights_dtype}; export it with weights_dtype='fp32'."
+                )
+            tensors[k] = stored
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
     try:
         save_file(
@@ -204,6 +236,7 @@ def write_artifact(
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "parameters": {"encoder": count_parameters(encoder), "decoder": count_parameters(decoder)},
                 **dict(manifest or {}),
+                "weights_dtype": weights_dtype,  # after the caller's fields: it describes the file
                 "files": {
                     p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                     for p in sorted(tmp.iterdir())
@@ -307,9 +340,21 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
         tensors = load_file(str(path / WEIGHTS_FILE))
     except Exception as e:  # safetensors raises its own error types
         raise ArtifactFormatError(f"{path / WEIGHTS_FILE} is not a readable safetensors file: {e}") from e
+    weights_dtype = manifest.get("weights_dtype", "fp32")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ArtifactFormatError(
+            f"{path / MANIFEST_FILE} has weights_dtype {weights_dtype!r}; this facegen reads "
+            f"{sorted(WEIGHTS_DTYPES)}. Upgrade facegen."
+        )
     encoder, decoder = build_autoencoder(config)
     for prefix, net in (("encoder.", encoder), ("decoder.", decoder)):
-        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        # fp16/bf16-stored weights become fp32 here; fp32 ones are returned as they are
+        # (``.float()`` is the identity on them), so they load bit for bit.
+        sd = {
+            k[len(prefix) :]: v.float() if v.is_floating_point() else v
+            for k, v in tensors.items()
+            if k.startswith(prefix)
+        }
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as e:

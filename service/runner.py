@@ -18,11 +18,20 @@ torch thread, passes of 1 row were the fastest per row anyway (ModelConfig.small
 9.3 ms/row at 1, 11.5 at 8, 13.8 at 32 rows per pass), so ``chunk_rows`` defaults to 1 there:
 the batcher still packs requests into one model call, run as 1-row passes. On CUDA it
 defaults to max_batch_size (padding is nearly free on a GPU). Determinism holds for one
-server configuration (device, precision, threads, chunk_rows), not across them.
+server configuration (device, precision, threads, chunk_rows, cuda_graphs), not across them.
+
+CUDA graphs. Because every pass has one shape and layout, on CUDA each of decode and encode
+is captured once as a CUDA graph during warm-up (``FACEGEN_CUDA_GRAPHS``, default on) and
+replayed for every pass: the rows are copied into the graph's static input, the kernels
+recorded for that shape run again, and the static output is cloned out. A graph replays the
+very kernels of its shape, so the argument above holds unchanged. If capture fails, or the
+graph's output does not match an eager pass, the runner logs a warning and runs eagerly;
+``cuda_graphs`` says which (logged at ready, reported by /models).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -35,12 +44,15 @@ import numpy as np
 import torch
 
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
-from facegen_core.device import autocast, resolve_device
+from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Pass = Callable[[torch.Tensor], torch.Tensor]
+GRAPH_WARMUP_ITERS = 3  # eager passes on a side stream before capture (cuDNN/cuBLAS set-up)
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ class ModelRunner:
         self.info: ModelInfo | None = None
         self.device = torch.device("cpu")
         self.chunk_rows = 1
+        self.cuda_graphs = False  # True once decode and encode replay captured CUDA graphs
+        self._graphs: dict[str, _GraphedPass] = {}
         self._artifact: Artifact | None = None
         self._lock = threading.Lock()
 
@@ -118,18 +132,21 @@ class ModelRunner:
             return
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
-            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d).",
+            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, cuda_graphs=%s).",
             self.info.name,
             self.info.version,
             time.perf_counter() - started,
             self.chunk_rows,
             torch.get_num_threads(),
+            self.cuda_graphs,
         )
 
     def _warm_up(self) -> None:
-        """Run each op at a few batch sizes so the first request pays no one-off costs."""
+        """Capture the CUDA graphs, then run each op at a few batch sizes (through the graphs,
+        when captured) so the first request pays no one-off costs."""
         assert self.info is not None
         s, info = self.settings, self.info
+        self._capture_graphs()
         for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
             images = self.decode(np.zeros((b, info.latent_dim), np.float32))
             stats = self.encode(images)
@@ -137,6 +154,58 @@ class ModelRunner:
                 raise RuntimeError("The encoder returned non-finite values during warm-up.")
         if s.warmup_delay_s:
             time.sleep(s.warmup_delay_s)  # test hook (FACEGEN_WARMUP_DELAY_S)
+
+    def _capture_graphs(self) -> None:
+        """One CUDA graph per op at the pass shape (chunk_rows rows); on any failure, eager."""
+        self._graphs, self.cuda_graphs = {}, False
+        if self.device.type != "cuda" or not self.settings.cuda_graphs:
+            return
+        art, info = self._require(), self.info
+        assert info is not None
+        c, size = self.chunk_rows, info.image_size
+        try:
+            with torch.cuda.device(self.device), torch.inference_mode(), self._capture_autocast():
+                # Example inputs made exactly as decode/encode make theirs: same dtype, layout.
+                z = torch.zeros((c, info.latent_dim), dtype=torch.float32, device=self.device)
+                u8 = torch.zeros((c, info.channels, size, size), dtype=torch.uint8, device=self.device)
+                passes: dict[str, tuple[Pass, torch.Tensor]] = {
+                    "decode": (art.decoder, z),
+                    "encode": (self._encode_pass, uint8_to_model(u8).contiguous()),
+                }
+                graphs = {name: _GraphedPass(fn, x) for name, (fn, x) in passes.items()}
+                # A graph must compute what the eager pass computes: check on random inputs.
+                g = torch.Generator().manual_seed(0)
+                for name, (fn, x) in passes.items():
+                    probe = (torch.rand(x.shape, generator=g) * 2 - 1).to(self.device, x.dtype)
+                    replayed, eager = graphs[name](probe).float(), fn(probe).float()
+                    if not torch.isfinite(replayed).all() or not torch.allclose(
+                        replayed, eager, rtol=1e-2, atol=1e-2
+                    ):
+                        raise RuntimeError(
+                            f"the {name} graph's output differs from the eager pass's "
+                            f"(max |diff| {(replayed - eager).abs().max().item():.3g})"
+                        )
+                torch.cuda.synchronize(self.device)
+        except Exception as exc:  # capture is an optimisation: never fail the load for it
+            log.warning(
+                "CUDA graph capture failed (%s: %s); running decode and encode eagerly.",
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
+            return
+        self._graphs, self.cuda_graphs = graphs, True
+        log.info("Captured CUDA graphs for decode and encode passes of %d rows.", c)
+
+    def _capture_autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast of decode/encode, with its weight-cast cache off: a cast cached
+        during capture would live in memory the graph does not own (torch's CUDA graph docs).
+        The weights here do not require grad, so autocast would not cache them anyway."""
+        if self.settings.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(
+            device_type="cuda", dtype=PRECISIONS[self.settings.precision], cache_enabled=False
+        )
 
     # ------------------------------------------------------------------ batch functions
 
@@ -158,25 +227,25 @@ class ModelRunner:
         art = self._require()
         with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
             z = torch.from_numpy(np.ascontiguousarray(latents, np.float32)).to(self.device)
-            x = self._chunked(art.decoder, z)  # (B, C, H, W) in [-1, 1]
+            x = self._chunked(self._graphs.get("decode", art.decoder), z)  # (B, C, H, W) in [-1, 1]
             x = torch.nan_to_num(x.float(), nan=0.0)
             out = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
         return np.ascontiguousarray(out)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, C) -> float32 (B, 2, latent_dim): mu and logvar of q(z|x)."""
-        art = self._require()
+        self._require()
         with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
             x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W), NCHW-contiguous
             x = uint8_to_model(x)  # (B, C, H, W) in [-1, 1]
-
-            def both(v: torch.Tensor) -> torch.Tensor:
-                mu, logvar = art.encoder(v)
-                return torch.stack([mu.float(), logvar.float()], dim=1)  # (b, 2, D)
-
-            stats = self._chunked(both, x)
+            stats = self._chunked(self._graphs.get("encode", self._encode_pass), x)  # (B, 2, D)
         return stats.cpu().numpy().astype(np.float32)
+
+    def _encode_pass(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, C, H, W) in [-1, 1] -> (b, 2, D): mu and logvar of q(z|x), in fp32."""
+        mu, logvar = self._require().encoder(x)
+        return torch.stack([mu.float(), logvar.float()], dim=1)
 
     def _require(self) -> Artifact:
         if self._artifact is None:
@@ -188,6 +257,39 @@ class ModelRunner:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _GraphedPass:
+    """``fn`` on inputs of one fixed shape, as a captured CUDA graph.
+
+    Follows torch's CUDA graph recipe: a static input buffer, a few eager iterations on a side
+    stream (so one-off work such as cuDNN plan creation and workspace allocation is not
+    captured), capture, then per call: copy the rows into the static input, replay, and clone
+    the static output (the next replay overwrites it). Built and called under
+    ``torch.inference_mode`` and the runner's autocast, on the model thread.
+    """
+
+    def __init__(self, fn: Pass, example: torch.Tensor, warmup_iters: int = GRAPH_WARMUP_ITERS) -> None:
+        self.static_in = example.clone(memory_format=torch.contiguous_format)
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup_iters):
+                fn(self.static_in)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = fn(self.static_in)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != self.static_in.shape:
+            raise ValueError(
+                f"A CUDA graph captured for inputs of shape {tuple(self.static_in.shape)} "
+                f"was called with {tuple(x.shape)}."
+            )
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out.clone()
 
 
 def _expected(exc: Exception) -> bool:

@@ -214,6 +214,11 @@ class LoadedModel(BaseModel):
     latent_dim: int | None = None
     image_size: int | None = None
     channels: int | None = None
+    cuda_graphs: bool | None = Field(
+        default=None,
+        description="Whether decode and encode replay CUDA graphs captured at warm-up "
+        "(FACEGEN_CUDA_GRAPHS; always false on CPU). Null while loading.",
+    )
     manifest: dict[str, Any] | None = Field(default=None, description="The artifact's manifest.json.")
 
 

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
             "0: 1 on CPU (measured fastest there for these convnets), max_batch_size on CUDA."
         ),
     )
+    cuda_graphs: bool = Field(
+        default=True,
+        description=(
+            "On CUDA, capture one CUDA graph each for the decode and encode pass of chunk_rows "
+            "rows during warm-up and replay them (less launch overhead; if capture fails the "
+            "service logs a warning and runs eagerly). Ignored on CPU."
+        ),
+    )
     warmup_batch_sizes: tuple[int, ...] = Field(
         default=(1, 8, 64), description="Batch sizes run once (encode and decode) before /readyz is 200."
     )

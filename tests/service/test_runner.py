@@ -130,3 +130,23 @@ def test_missing_model_or_version_fails_with_the_reason(
 def test_an_empty_store_fails_with_the_reason(tmp_path: Path) -> None:
     r = runner_for(tmp_path)
     assert r.state == "failed" and "holds no models" in r.reason
+
+
+def test_the_cuda_graphs_setting_is_harmless_on_cpu(
+    store: Path, runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FACEGEN_CUDA_GRAPHS (default on) is ignored on CPU: nothing is captured, the runner is
+    ready, and its pixels and statistics are those of the graphs-off runner."""
+    monkeypatch.setenv("FACEGEN_CUDA_GRAPHS", "false")
+    assert Settings().cuda_graphs is False
+    monkeypatch.delenv("FACEGEN_CUDA_GRAPHS")
+    assert Settings().cuda_graphs is True
+    on = runner_for(store, chunk_rows=8, cuda_graphs=True)
+    off = runner_for(store, chunk_rows=8, cuda_graphs=False)
+    for r in (on, off):
+        assert r.ready and not r.cuda_graphs and not r._graphs, r.reason
+    z = latents_for_seeds(7, 11, 8).numpy()
+    faces = on.decode(z)
+    np.testing.assert_array_equal(faces, off.decode(z))
+    np.testing.assert_array_equal(faces, runner.decode(z))
+    np.testing.assert_array_equal(on.encode(faces), off.encode(faces))

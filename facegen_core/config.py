@@ -14,7 +14,7 @@ from typing import Any
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 SUPPORTED_CHANNELS = (1, 3)
-CROP_MODES = ("celeba", "center", "none")
+CROP_MODES = ("celeba", "center", "none", "align")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 Training runs every image of a data set through ``to_model_array`` once (then caches the
 uint8 result), and the service runs every upload through the same function, so an upload
 is seen exactly as the training images were.
+
+Crop modes: "celeba", "center" and "none" cut a fixed box (``crop_box``); "align" finds the
+largest face and warps it to CelebA's framing by its landmarks (``facegen_core.align``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from facegen_core.align import Face, align_face
 
 # Larsen et al. (2015) crop aligned CelebA (178×218) to rows 40:188, cols 15:163, a
 # 148×148 box. Expressed as fractions of the image so the half-size subset (89×109:
@@ -25,10 +30,14 @@ def crop_box(width: int, height: int, mode: str) -> tuple[int, int, int, int]:
 
     ``celeba``: CelebA's face box, scaled by width (falls back to ``center`` for images
     whose aspect is far from CelebA's 178:218, where that box would not be on a face);
-    ``center``: the largest centred square; ``none``: the whole image (squashed).
+    ``center``: the largest centred square; ``none``: the whole image (squashed);
+    ``align``: ``celeba``'s box, the fallback for training images in which no face is found
+    (``to_model_array`` itself warps by the face's landmarks in that mode).
     """
     if mode == "none":
         return (0, 0, width, height)
+    if mode == "align":
+        mode = "celeba"  # align's box is the face's; this is the fallback when none is found
     if mode == "celeba" and abs(height / width - _CELEBA_H / _CELEBA_W) < 0.05:
         scale = width / _CELEBA_W
         # floor, so the half-size subset gets the documented box (cols 7:81, rows 20:94).
@@ -37,7 +46,7 @@ def crop_box(width: int, height: int, mode: str) -> tuple[int, int, int, int]:
         side = round(_CELEBA_SIDE * scale)
         return (left, top, min(left + side, width), min(top + side, height))
     if mode not in ("celeba", "center"):
-        raise ValueError(f"Unknown crop mode {mode!r}; use 'celeba', 'center' or 'none'.")
+        raise ValueError(f"Unknown crop mode {mode!r}; use 'celeba', 'center', 'none' or 'align'.")
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     return (left, top, left + side, top + side)
@@ -65,14 +74,32 @@ def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
 
 
 def to_model_array(img: Image.Image, image_size: int, channels: int, crop: str) -> np.ndarray:
-    """PIL image -> uint8 array (image_size, image_size, channels), cropped and resized."""
+    """PIL image -> uint8 array (image_size, image_size, channels), cropped and resized.
+
+    With crop "align", raises ``align.NoFaceError`` (a ValueError) when no face is found.
+    """
+    return to_model_array_and_face(img, image_size, channels, crop)[0]
+
+
+def to_model_array_and_face(
+    img: Image.Image, image_size: int, channels: int, crop: str
+) -> tuple[np.ndarray, Face | None]:
+    """``to_model_array``, plus the Face it was aligned by (crop "align"; None for the others).
+
+    The Face's box and landmarks are in pixels of ``img`` after EXIF rotation.
+    """
     img = to_model_mode(img, channels)
-    box = crop_box(img.width, img.height, crop)
-    img = img.resize((image_size, image_size), Image.Resampling.LANCZOS, box=box)
+    face: Face | None = None
+    if crop == "align":
+        # Detection needs RGB; the warp keeps the model's mode, so grey stays grey.
+        img, face = align_face(img, image_size)
+    else:
+        box = crop_box(img.width, img.height, crop)
+        img = img.resize((image_size, image_size), Image.Resampling.LANCZOS, box=box)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr), face
 
 
 def uint8_to_model(x: torch.Tensor) -> torch.Tensor:

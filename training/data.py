@@ -5,6 +5,12 @@ the Kaggle "age, gender and ethnicity" CSV) is run image by image through
 ``facegen_core.preprocess.to_model_array``, the same crop/resize the service applies to
 uploads, then stored as one safetensors file in ``cache_dir``. Training indexes that tensor
 in memory; nothing is decoded per step.
+
+With crop "align" (faces warped to CelebA's framing by their landmarks) an image in which no
+face is found falls back to the plain "celeba" rule (CelebA's box for CelebA-shaped images,
+the centre square otherwise) and is counted in ``FaceDataset.unaligned``. Measured on 2 cores
+(1,000 images each, 64 px): FairFace 96×96 41 images/s, a face in 94.4%; celeba-10k 36
+images/s, a face in 99.7% (the plain crops: 660 and 1,690 images/s).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from facegen_core.align import DetectorUnavailableError, NoFaceError
 from facegen_core.preprocess import to_model_array
+from training.facepack import is_facepack, read_facepack
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_ATTR_FILE = "list_attr_celeba.txt"
@@ -51,6 +59,7 @@ class FaceDataset:
     attributes: torch.Tensor | None  # int8 (N, n_attr): ±1 for CelebA, raw values for the CSV
     source: str  # a data set name, e.g. "celeba-10k"
     skipped: int  # unreadable files skipped
+    unaligned: int = 0  # crop "align" only: images with no face found, cropped by the "celeba" rule
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -59,11 +68,22 @@ class FaceDataset:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode_bytes(data: bytes, image_size: int, channels: int, crop: str) -> np.ndarray | None:
+def _to_model(img: Image.Image, image_size: int, channels: int, crop: str) -> tuple[np.ndarray, bool]:
+    """to_model_array (H, W, C), and whether crop "align" found no face and fell back to the
+    "celeba" crop (which is the centre square for images not shaped like CelebA's)."""
+    try:
+        return to_model_array(img, image_size, channels, crop), False
+    except NoFaceError:
+        return to_model_array(img, image_size, channels, "celeba"), True
+
+
+def _decode_bytes(data: bytes, image_size: int, channels: int, crop: str) -> tuple[np.ndarray, bool] | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return to_model_array(img, image_size, channels, crop)
+            return _to_model(img, image_size, channels, crop)
+    except DetectorUnavailableError:
+        raise  # a set-up error, not a bad file: every image would be "skipped"
     except Exception:  # unreadable or truncated file: skipped and counted, never fatal
         return None
 
@@ -75,19 +95,21 @@ def _decode_all(
     channels: int,
     crop: str,
     read_in_workers: bool,
-) -> tuple[list[str], torch.Tensor, int]:
+) -> tuple[list[str], torch.Tensor, int, int]:
     """Decode the files ``names`` (fetched with ``read``) into uint8 (N_ok, C, H, W).
 
     Chunk by chunk into one preallocated array: peak memory is the decoded set plus one
     chunk of encoded files, never the whole encoded set plus a second copy of the decoded
     one (full CelebA at 64 px: 2.5 GB decoded, 1.4 GB of JPEGs). ``read_in_workers`` is
     False for a zip, whose members are read in this thread (ZipFile shares one file handle).
-    Returns the names of the readable files, their images and the unreadable count.
+    Returns the names of the readable files, their images, the unreadable count and the
+    count of images without a face (crop "align" only; see ``_to_model``).
     """
     out = np.empty((len(names), channels, image_size, image_size), np.uint8)
     kept: list[str] = []
+    unaligned = 0
 
-    def decode(data: bytes) -> np.ndarray | None:
+    def decode(data: bytes) -> tuple[np.ndarray, bool] | None:
         return _decode_bytes(data, image_size, channels, crop)
 
     # PIL releases the GIL while decoding and resizing, so threads give a real speed-up.
@@ -99,12 +121,13 @@ def _decode_all(
                 arrays = list(pool.map(lambda n: decode(read(n)), chunk))
             else:
                 arrays = list(pool.map(decode, [read(n) for n in chunk]))
-            for name, arr in zip(chunk, arrays, strict=True):
-                if arr is not None:
-                    out[len(kept)] = arr.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+            for name, decoded in zip(chunk, arrays, strict=True):
+                if decoded is not None:
+                    out[len(kept)] = decoded[0].transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+                    unaligned += decoded[1]
                     kept.append(name)
     images = torch.from_numpy(out[: len(kept)] if len(kept) == len(names) else out[: len(kept)].copy())
-    return kept, images, len(names) - len(kept)
+    return kept, images, len(names) - len(kept), unaligned
 
 
 def _parse_celeba_attrs(text: str) -> tuple[list[str], dict[str, list[int]]]:
@@ -204,15 +227,18 @@ def _require_images(path: Path, found: list[Any]) -> None:
 
 
 def _dataset(
-    path: Path, names: list[str], images: torch.Tensor, skipped: int, attr_text: str | None
+    path: Path, names: list[str], images: torch.Tensor, skipped: int, unaligned: int, attr_text: str | None
 ) -> FaceDataset:
-    """images: uint8 (N, C, H, W) of the readable files ``names``; ``skipped`` unreadable ones."""
+    """images: uint8 (N, C, H, W) of the readable files ``names``; ``skipped`` unreadable ones;
+    ``unaligned`` of them had no face (crop "align")."""
     if not names:
         raise DatasetError(
             f"None of the {skipped} image files in {path} could be decoded; they are all corrupt."
         )
     attr_names, attrs = _attach_attrs(names, attr_text)
-    return FaceDataset(images, [Path(n).name for n in names], attr_names, attrs, _source_name(path), skipped)
+    return FaceDataset(
+        images, [Path(n).name for n in names], attr_names, attrs, _source_name(path), skipped, unaligned
+    )
 
 
 def _value_range(arr: np.ndarray) -> str:
@@ -245,14 +271,18 @@ def _array_to_uint8(arr: np.ndarray, value_range: str) -> np.ndarray:
 
 def _arrays_to_model(
     arrays: Iterable[np.ndarray], value_range: str, image_size: int, channels: int, crop: str
-) -> torch.Tensor:
-    """(H, W) / (H, W, C) arrays -> uint8 (N, C, H', W') through preprocess.to_model_array."""
+) -> tuple[torch.Tensor, int]:
+    """(H, W) / (H, W, C) arrays -> uint8 (N, C, H', W') through preprocess.to_model_array,
+    and how many had no face (crop "align"; see ``_to_model``)."""
     out = []
+    unaligned = 0
     for a in arrays:
         a8 = _array_to_uint8(a, value_range)
         pil = Image.fromarray(a8 if a8.ndim == 2 else (a8[:, :, 0] if a8.shape[2] == 1 else a8))
-        out.append(to_model_array(pil, image_size, channels, crop).transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(out))
+        arr, no_face = _to_model(pil, image_size, channels, crop)
+        out.append(arr.transpose(2, 0, 1))
+        unaligned += no_face
+    return torch.from_numpy(np.stack(out)), unaligned
 
 
 def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
@@ -279,8 +309,8 @@ def _load_npz(path: Path, image_size: int, channels: int, crop: str, limit: int 
     if limit is not None:
         imgs = imgs[:limit]
     names = [f"{i:06d}" for i in range(len(imgs))]
-    images = _arrays_to_model(imgs, _value_range(imgs), image_size, channels, crop)
-    return FaceDataset(images, names, [], None, _source_name(path), 0)
+    images, unaligned = _arrays_to_model(imgs, _value_range(imgs), image_size, channels, crop)
+    return FaceDataset(images, names, [], None, _source_name(path), 0, unaligned)
 
 
 def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int | None) -> FaceDataset:
@@ -316,7 +346,7 @@ def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int 
             attrs.append(vals)
     if not arrays:
         raise DatasetError(f"{path} holds no readable image rows.")
-    images = _arrays_to_model(arrays, "uint8", image_size, channels, crop)
+    images, unaligned = _arrays_to_model(arrays, "uint8", image_size, channels, crop)
     return FaceDataset(
         images,
         names,
@@ -324,6 +354,7 @@ def _load_csv(path: Path, image_size: int, channels: int, crop: str, limit: int 
         torch.tensor(attrs, dtype=torch.int8),
         _source_name(path),
         skipped,
+        unaligned,
     )
 
 
@@ -375,6 +406,7 @@ def _save_cache(ds: FaceDataset, path: Path) -> None:
         "attribute_names": json.dumps(ds.attribute_names),
         "source": ds.source,
         "skipped": str(ds.skipped),
+        "unaligned": str(ds.unaligned),
     }
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -394,6 +426,7 @@ def _read_cache(path: Path) -> FaceDataset:
         t.get("attributes"),
         meta["source"],
         int(meta["skipped"]),
+        int(meta.get("unaligned", "0")),  # caches written before crop "align" existed
     )
 
 
@@ -418,6 +451,10 @@ def load_faces(
         raise DatasetError(
             f"The data source {path} does not exist; pass an existing folder, .zip, .npz or .csv."
         )
+    if is_facepack(path):  # already preprocessed faces (training/facepack.py): no cache needed
+        images, name = read_facepack(path, image_size, channels, crop)
+        images = images[:limit] if limit is not None else images
+        return FaceDataset(images, [f"{i:06d}" for i in range(len(images))], [], None, name, 0)
     loader: Callable[[Path, int, int, str, int | None], FaceDataset]
     if path.is_dir():
         loader = _load_folder

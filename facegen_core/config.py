@@ -15,6 +15,11 @@ from typing import Any
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 SUPPORTED_CHANNELS = (1, 3)
 CROP_MODES = ("celeba", "center", "none", "align")
+# How the decoder doubles its side: "deconv" (the paper's stride-2 transposed convolutions)
+# or "nearest" (nearest-neighbour ×2, then a 3×3 convolution: Odena, Dumoulin & Olah 2016,
+# "Deconvolution and Checkerboard Artifacts"; a k×k deconv whose k is not divisible by its
+# stride overlaps unevenly and leaves a checkerboard).
+UPSAMPLE_MODES = ("deconv", "nearest")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class ModelConfig:
     kernel_size: int = 5
     # How a photo is cropped to a square before resizing (see preprocess.crop_box).
     input_crop: str = "celeba"
+    # Decoder upsampling (UPSAMPLE_MODES). "deconv" stays the default so that config.json
+    # files written before this field existed rebuild the same networks.
+    upsample: str = "deconv"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -53,6 +61,8 @@ class ModelConfig:
             raise ValueError(f"kernel_size must be odd so 'same' padding exists, got {self.kernel_size}.")
         if self.input_crop not in CROP_MODES:
             raise ValueError(f"input_crop must be one of {CROP_MODES}, got {self.input_crop!r}.")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}.")
         for name in ("enc_widths", "dec_widths", "dis_widths"):
             widths = getattr(self, name)
             object.__setattr__(self, name, tuple(int(w) for w in widths))

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv[:1] == ["export"]:
         a = export_parser().parse_args(argv[1:])
-        print(export_run(a.checkpoint, a.store, a.name, data=a.data))
+        print(export_run(a.checkpoint, a.store, a.name, data=a.data, weights_dtype=a.weights_dtype))
         return 0
     from training import distributed as ddp
     from training.train import train
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = train(args)
     info = ddp.init_distributed(args.device)
     if args.export and info.is_main:
-        path = export_run(run_dir, args.store, args.name)
+        path = export_run(run_dir, args.store, args.name, weights_dtype=args.weights_dtype)
         print(f"exported {path}")
     ddp.shutdown(info)
     return 0

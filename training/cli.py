@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.augment import POLICIES
+from facegen_core.config import UPSAMPLE_MODES
+from facegen_core.networks import DIS_NORMS
 from training.losses import GAN_LOSSES
 
 
@@ -21,7 +22,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--data",
         default=None,
         help="Folder/.zip of face images (CelebA layout read with "
-        "its attributes), .npz with an 'images' array, or the age/gender/ethnicity CSV.",
+        "its attributes), .npz with an 'images' array, or the age/gender/ethnicity CSV; several "
+        "sources separated by commas are trained on together, each with its own validation split.",
     )
     g.add_argument(
         "--store", default="model_store", help="Model store directory the artifact is written into."
@@ -67,10 +69,17 @@ def train_parser() -> argparse.ArgumentParser:
         "--crop", choices=("celeba", "center", "none"), default=None, help="Override the preset's input crop."
     )
     g.add_argument(
-        "--spectral-norm",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Spectral norm on the discriminator (replaces its BatchNorm).",
+        "--upsample",
+        choices=UPSAMPLE_MODES,
+        default="nearest",
+        help="Decoder upsampling: nearest ×2 + 3×3 conv (no checkerboard) or the paper's deconvs.",
+    )
+    g.add_argument(
+        "--dis-norm",
+        choices=DIS_NORMS,
+        default="none",
+        help="Discriminator normalisation: none (R1 alone keeps it in check), spectral, or the "
+        "paper's batch norm.",
     )
 
     g = p.add_argument_group("objective (Larsen et al. 2015 + stabilisers)")
@@ -92,15 +101,40 @@ def train_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="Pixel MSE reconstruction weight (a deviation from the paper; 0 = paper).",
     )
+    g.add_argument(
+        "--pixel-pool",
+        type=int,
+        default=1,
+        help="Compare pixels after N×N average pooling (1 = every pixel); leaves detail to Dis_l/GAN.",
+    )
+    g.add_argument(
+        "--dis-l-norm",
+        choices=("channel", "none"),
+        default="channel",
+        help="Dis_l likelihood: each feature channel in units of its spread over real images, or raw.",
+    )
+    g.add_argument(
+        "--gan-prior",
+        choices=("fitted", "standard"),
+        default="fitted",
+        help="Where the GAN's prior samples z_p come from: a running Gaussian of the encoder means "
+        "(what serving samples from) or the paper's N(0, I).",
+    )
     g.add_argument("--gan-loss", choices=GAN_LOSSES, default="ns", help="GAN loss: non-saturating or hinge.")
-    g.add_argument("--r1-gamma", type=float, default=1.0, help="R1 penalty weight on real images (0 = off).")
+    g.add_argument("--r1-gamma", type=float, default=0.05, help="R1 penalty weight on real images (0 = off).")
     g.add_argument("--r1-every", type=int, default=16, help="Lazy R1: apply every N steps.")
     g.add_argument(
         "--diffaugment",
-        default=",".join(POLICIES),
+        default="color,translation",
         help="DiffAugment ops for every image D sees: comma list of color,translation,cutout or 'none'.",
     )
-    g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported decoder.")
+    g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported networks.")
+    g.add_argument(
+        "--ema-encoder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Export an EMA of the encoder too (else its last weights).",
+    )
     g.add_argument(
         "--latent-prior",
         choices=("fitted", "standard"),
@@ -124,14 +158,21 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-dec", type=float, default=2e-4, help="Adam learning rate of the decoder.")
     g.add_argument("--lr-dis", type=float, default=2e-4, help="Adam learning rate of the discriminator.")
     g.add_argument("--beta1", type=float, default=0.5, help="Adam β1.")
-    g.add_argument("--beta2", type=float, default=0.999, help="Adam β2.")
+    g.add_argument("--beta2", type=float, default=0.99, help="Adam β2.")
+    g.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.2,
+        help="Decay every learning rate linearly to zero over this last share of the run "
+        "(of --max-minutes when set, else of --max-steps); 0 = constant.",
+    )
     g.add_argument("--seed", type=int, default=0, help="Seed of weights, split, batches and noise.")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda.")
     g.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="auto = bf16 autocast on CUDA, fp32 on CPU.",
+        help="auto = bf16 autocast on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32.",
     )
     g.add_argument("--num-workers", type=int, default=0, help="Ignored: the data set is held in memory.")
 
@@ -142,6 +183,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a tqdm bar.")
     g.add_argument("--sample-seed", type=int, default=0, help="Seed of samples.png (latents_for_seeds).")
+    g.add_argument(
+        "--weights-dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="How the exported artifact stores its weights (fp16 halves it; loaders cast to fp32).",
+    )
     g.add_argument("--sample-temperature", type=float, default=1.0, help="Temperature of samples.png.")
     return p
 
@@ -156,6 +203,12 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="model_store", help="Model store directory.")
     p.add_argument("--name", default="facegen", help="Model name inside the store.")
     p.add_argument("--data", default=None, help="Data path for interpolation.png if it moved since training.")
+    p.add_argument(
+        "--weights-dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="Store the weights in this type (fp16 halves the artifact; the loader casts back to fp32).",
+    )
     return p
 
 

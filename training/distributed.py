@@ -81,6 +81,17 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def max_over_ranks(value: float, info: DistInfo) -> float:
+    """The largest ``value`` of any rank, on every rank: what every rank decides from a
+    clock (stop now? which learning rate?) must be the same on all of them, or their
+    weights drift apart."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def parameter_sha256(modules: Iterable[nn.Module]) -> str:
     """sha256 of every parameter's bytes, in order: equal on two ranks iff their weights are
     bit-identical."""

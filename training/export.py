@@ -7,7 +7,9 @@ The pictures are drawn on CPU in fp32 from the exported weights, so anyone can r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
-from training.data import DatasetError, split_indices
+from training.data import DatasetError
+from training.train import load_datasets, split_datasets
 
 N_SAMPLES = 64
 INTERP_STEPS = 10
@@ -104,9 +107,53 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     return buf.getvalue()
 
 
+def _bn_layers(net: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def _cumulative_bn(net: torch.nn.Module) -> Iterator[bool]:
+    """Reset ``net``'s BatchNorm statistics and accumulate them as a plain average over every
+    forward pass in the block (train mode); yields whether ``net`` has any BatchNorm."""
+    bns = _bn_layers(net)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch
+    net.train()
+    try:
+        yield bool(bns)
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        net.eval()
+
+
+@torch.no_grad()
+def recalibrate_encoder_bn(encoder: Encoder, train_u8: torch.Tensor, batch: int, n: int = 4096) -> int:
+    """Recompute the (EMA) encoder's BatchNorm statistics on training faces, for the reason
+    ``recalibrate_bn`` gives for the decoder; returns the number of faces used."""
+    encoder = encoder.to("cpu")
+    used = min(n, train_u8.shape[0])
+    if used < 2:
+        return 0
+    with _cumulative_bn(encoder) as has_bn:
+        if not has_bn:
+            return 0
+        for i in range(0, used, batch):
+            encoder(uint8_to_model(train_u8[i : min(i + batch, used)]))
+    return used
+
+
 @torch.no_grad()
 def recalibrate_bn(
-    encoder: Encoder, decoder: Decoder, train_u8: torch.Tensor, batch: int, n: int = 4096, seed: int = 0
+    encoder: Encoder,
+    decoder: Decoder,
+    train_u8: torch.Tensor,
+    batch: int,
+    n: int = 4096,
+    seed: int = 0,
+    gan_prior: LatentPrior | None = None,
 ) -> int:
     """Recompute the decoder's BatchNorm statistics for its exported (EMA) weights; returns the
     number of training faces used.
@@ -115,29 +162,26 @@ def recalibrate_bn(
     weights, not the averaged ones; as for any weight average, the statistics are recomputed
     with the averaged weights (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima",
     section 3.2). The inputs are what training fed the decoder: each batch is [z ~ q(z|x) for
-    ``batch`` training faces; as many z_p ~ N(0, I)] (training/step.py), so BN normalises the
-    same mixture it was trained on. Measured on the bundled model's run at step 2000:
-    validation PSNR 19.25 dB with the copied statistics, 20.41 dB recomputed.
+    ``batch`` training faces; as many z_p] (training/step.py), z_p drawn from ``gan_prior``
+    (the fitted Gaussian, for runs whose GAN sampled it) or N(0, I), so BN normalises the same
+    mixture it was trained on. Measured on the bundled v2's run at step 2000: validation PSNR
+    19.25 dB with the copied statistics, 20.41 dB recomputed.
     """
-    encoder, decoder = encoder.to("cpu").eval(), decoder.to("cpu")
-    bns = [m for m in decoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns or train_u8.shape[0] < 2:
-        return 0
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over every batch below
-    g = torch.Generator().manual_seed(seed)
+    encoder = encoder.to("cpu").eval()
+    decoder = decoder.to("cpu")
     used = min(n, train_u8.shape[0])
-    decoder.train()
-    for i in range(0, used, batch):
-        mu, logvar = encoder(uint8_to_model(train_u8[i : min(i + batch, used)]))  # (b, D) each
-        z = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
-        z_p = torch.randn(mu.shape, generator=g)
-        decoder(torch.cat([z, z_p]))  # (2b, C, H, W), as in a training step
-    for m, momentum in zip(bns, momenta, strict=True):
-        m.momentum = momentum
-    decoder.eval()
+    if used < 2:
+        return 0
+    g = torch.Generator().manual_seed(seed)
+    prior = gan_prior or LatentPrior()
+    with _cumulative_bn(decoder) as has_bn:
+        if not has_bn:
+            return 0
+        for i in range(0, used, batch):
+            mu, logvar = encoder(uint8_to_model(train_u8[i : min(i + batch, used)]))  # (b, D) each
+            z = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
+            z_p = prior.from_noise(torch.randn(mu.shape, generator=g))
+            decoder(torch.cat([z, z_p]))  # (2b, C, H, W), as in a training step
     return used
 
 
@@ -158,42 +202,56 @@ def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256) -> Lat
 def _split_images(
     args: argparse.Namespace, cfg: ModelConfig, data: str | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The run's (train, validation) faces, re-read through the data cache (cheap after training)."""
-    from training.train import load_dataset  # late import: train imports nothing from here
-
+    """The run's (train, validation) faces of every source, re-read through the data cache
+    (cheap after training)."""
     a = argparse.Namespace(**vars(args))
     if data is not None:
         a.data = data
     try:
-        ds = load_dataset(a, cfg)
+        train, vals, _ = split_datasets(load_datasets(a, cfg), a)
     except (DatasetError, SystemExit, OSError) as e:
         print(f"warning: no training data for interpolation.png and the latent prior ({e}); skipping them.")
         return None
-    train_idx, val_idx = split_indices(len(ds), a.val_fraction, a.seed)
-    return ds.images[train_idx], ds.images[val_idx]
+    # Interpolation rows alternate sources, so the picture shows each data set's faces.
+    val = torch.stack([v[i] for i in range(max(len(v) for v in vals)) for v in vals if i < len(v)])
+    return train, val
 
 
-def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | None = None) -> Path:
+def export_run(
+    run_dir: str | Path,
+    store: str | Path,
+    name: str,
+    data: str | None = None,
+    weights_dtype: str = "fp32",
+) -> Path:
     """Export the checkpoint in ``run_dir`` to STORE/NAME/<version>/ and return that path."""
     run_dir = Path(run_dir)
     state = ckpt.load_checkpoint(run_dir)
     cfg = ModelConfig.from_dict(state["model_config"])
     args = argparse.Namespace(**state["args"])
     encoder, decoder = build_autoencoder(cfg)
-    encoder.load_state_dict(state["encoder"])
+    ema_encoder = "ema_encoder" in state
+    encoder.load_state_dict(state["ema_encoder"] if ema_encoder else state["encoder"])
     decoder.load_state_dict(state["ema"])  # the EMA decoder is what gets served
     seed, temperature = int(args.sample_seed), float(args.sample_temperature)
     split = _split_images(args, cfg, data)
     prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
-    bn_faces = recalibrate_bn(encoder, decoder, split[0], int(args.batch_size)) if split is not None else 0
+    bn_batch = min(int(args.batch_size), 256)
+    enc_bn_faces = recalibrate_encoder_bn(encoder, split[0], bn_batch) if split and ema_encoder else 0
     if split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
         prior = fit_prior(encoder, split[0])
-        if not prior.is_standard:
-            prior_info = {
-                "kind": "fitted-gaussian",
-                "fitted_on": f"encoder means of the {len(split[0])} training faces",
-                "method": "ex-post density estimation (Ghosh et al. 2020, section 4)",
-            }
+    gan_fitted = getattr(args, "gan_prior", "standard") == "fitted"
+    bn_faces = (
+        recalibrate_bn(encoder, decoder, split[0], bn_batch, gan_prior=prior if gan_fitted else None)
+        if split is not None
+        else 0
+    )
+    if split is not None and not prior.is_standard:
+        prior_info = {
+            "kind": "fitted-gaussian",
+            "fitted_on": f"encoder means of the {len(split[0])} training faces",
+            "method": "ex-post density estimation (Ghosh et al. 2020, section 4)",
+        }
     files: dict[str, bytes] = {"samples.png": _png(sample_grid(decoder, cfg, seed, temperature, prior=prior))}
     interp = interpolation_grid(encoder, decoder, split[1], prior) if split is not None else None
     if interp is not None:
@@ -212,8 +270,14 @@ def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | No
             "trained_on": state["trained_on"],
             "world_size": int(state.get("world_size", 1)),
             "decoder": "EMA of the weights (--ema-decay)",
+            "encoder": "EMA of the weights (--ema-decay)" if ema_encoder else "the last step's weights",
             "decoder_bn_statistics": (
                 f"recomputed at export on {bn_faces} training faces" if bn_faces else "copied from training"
+            ),
+            "encoder_bn_statistics": (
+                f"recomputed at export on {enc_bn_faces} training faces"
+                if enc_bn_faces
+                else "copied from training"
             ),
             "args": state["args"],
         },
@@ -221,4 +285,14 @@ def export_run(run_dir: str | Path, store: str | Path, name: str, data: str | No
         "latent_prior": prior_info,
         "metrics": {},
     }
-    return write_artifact(store, name, cfg, encoder, decoder, manifest=manifest, files=files, prior=prior)
+    return write_artifact(
+        store,
+        name,
+        cfg,
+        encoder,
+        decoder,
+        manifest=manifest,
+        files=files,
+        prior=prior,
+        weights_dtype=weights_dtype,
+    )

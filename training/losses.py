@@ -22,29 +22,45 @@ def kl_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
 
 
-def dis_l_likelihood(feat_recon: torch.Tensor, feat_real: torch.Tensor) -> torch.Tensor:
+def dis_l_likelihood(
+    feat_recon: torch.Tensor, feat_real: torch.Tensor, per_channel: bool = False
+) -> torch.Tensor:
     """L_llike^Dis_l = -E_q(z|x)[log p(Dis_l(x)|z)], with the Gaussian observation model
-    p(Dis_l(x)|z) = N(Dis_l(x) | Dis_l(x̃), I) (Larsen et al. 2015, section "Beyond
-    element-wise reconstruction error").
+    p(Dis_l(x)|z) = N(Dis_l(x) | Dis_l(x̃), Σ) (Larsen et al. 2015, section "Beyond
+    element-wise reconstruction error", where Σ = I).
 
-    Up to an additive constant the negative log-likelihood of a unit Gaussian is half the
-    squared error summed over the n = C·H·W features. We use the per-element MEAN instead
-    (= the paper's term / (n/2)), so the loss scale does not change with the config's widths;
-    β (``--kl-weight``) absorbs the factor n/2, which is why its default is ~1e-3, not 1.
-    feat_*: (B, C, H, W) = Dis_l features of Dec(Enc(x)) and of x.
+    Up to an additive constant the negative log-likelihood of a Gaussian is half the squared
+    error, scaled by 1/σ², summed over the n = C·H·W features. We use the per-element MEAN
+    instead (= the paper's term / (n/2)), so the loss scale does not change with the config's
+    widths; β (``--kl-weight``) absorbs the factor n/2.
+
+    ``per_channel``: Σ = diag(σ_c²), σ_c² the variance of channel c of the real images' Dis_l
+    over the batch and positions (detached). With Σ = I the term's scale is whatever scale
+    D's features happen to have: measured on the bundled v2 run, its gradient was ~30× weaker
+    than the pixel and GAN terms', so the objective was in effect pixel MSE, which means blur.
+    Normalised per channel, every feature counts in units of its own spread, at any D width
+    or training stage. feat_*: (B, C, H, W) = Dis_l features of Dec(Enc(x)) and of x.
     """
-    return (feat_recon.float() - feat_real.float()).pow(2).mean()
+    diff2 = (feat_recon.float() - feat_real.float()).pow(2)  # (B, C, H, W)
+    if per_channel:
+        var = feat_real.detach().float().var(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+        diff2 = diff2 / (var + 1e-4)
+    return diff2.mean()
 
 
-def pixel_likelihood(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def pixel_likelihood(recon: torch.Tensor, real: torch.Tensor, pool: int = 1) -> torch.Tensor:
     """Pixel-space Gaussian reconstruction term, L_llike^pixel of the plain VAE (section
     "Variational autoencoder"), per-element mean like ``dis_l_likelihood``.
 
     DEVIATION from the VAE-GAN objective, which drops it: while Dis_l is still untrained
     its features say little about the face, and short CPU runs would otherwise end with
     reconstructions that do not resemble the input. Weighted by ``--pixel-weight`` (0
-    recovers the paper).
+    recovers the paper). ``pool`` > 1 compares pool×pool average-pooled images (B, C, H/p,
+    W/p) instead: it pins colour, layout and identity but leaves the high frequencies, which
+    a per-pixel Gaussian can only average into blur, to Dis_l and the GAN.
     """
+    if pool > 1:
+        recon, real = F.avg_pool2d(recon.float(), pool), F.avg_pool2d(real.float(), pool)
     return F.mse_loss(recon.float(), real.float())
 
 

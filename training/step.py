@@ -40,6 +40,7 @@ from training import losses
 from training.augment import diff_augment
 from training.distributed import DistInfo, average_gradients
 from training.ema import EMA
+from training.prior import RunningGaussian
 
 
 @dataclass
@@ -52,6 +53,9 @@ class StepConfig:
     r1_every: int
     augment: tuple[str, ...]
     precision: str  # "fp32" | "bf16"
+    gan_prior: str = "standard"  # "standard": z_p ~ N(0, I); "fitted": the running Gaussian of μ
+    dis_l_per_channel: bool = False  # Dis_l likelihood with per-channel variances (losses.py)
+    pixel_pool: int = 1  # pixel term on pool×pool average-pooled images
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Nets:
     opt_dec: torch.optim.Optimizer
     opt_dis: torch.optim.Optimizer
     ema: EMA
+    ema_encoder: EMA | None = None  # exported instead of the live encoder when present
+    gan_prior: RunningGaussian | None = None  # where z_p comes from when StepConfig.gan_prior == "fitted"
 
 
 def unwrap(m: nn.Module) -> nn.Module:
@@ -113,16 +119,20 @@ def compute_losses(nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfi
     enc, dec, dis = nets.encoder, nets.decoder, nets.discriminator
     device = batch_u8.device
     x = uint8_to_model(batch_u8)  # (B, C, H, W) in [-1, 1]
-    if device.type == "cuda":
+    if device.type == "cuda" or cfg.precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last)
     b = x.shape[0]
 
-    with autocast(device, cfg.precision):
+    with autocast(device, cfg.precision, cpu=True):
         # Enc and Dec forward once each: Dec decodes the posterior sample and the prior
         # sample in one batch, so its DDP wrapper sees a single forward.
         mu, logvar = enc(x)  # (B, D) each
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation
-        z_p = torch.randn_like(mu)  # z_p ~ p(z) = N(0, I)
+        if cfg.gan_prior == "fitted" and nets.gan_prior is not None:
+            nets.gan_prior.update(mu)
+            z_p = nets.gan_prior.sample(mu)  # z_p ~ N(m, C), what serving samples from (prior.py)
+        else:
+            z_p = torch.randn_like(mu)  # z_p ~ p(z) = N(0, I), Larsen et al.'s Algorithm 1
         out = dec(torch.cat([z, z_p]))  # (2B, C, H, W)
         x_rec, x_p = out[:b], out[b:]
 
@@ -144,8 +154,8 @@ def compute_losses(nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfi
 
         feat_real, feat_rec = feats[:b].detach(), feats[b : 2 * b]  # Dis_l: (B, C', H', W')
         loss_prior = losses.kl_prior(mu, logvar)
-        loss_dis_l = losses.dis_l_likelihood(feat_rec, feat_real)
-        loss_pixel = losses.pixel_likelihood(x_rec, x)
+        loss_dis_l = losses.dis_l_likelihood(feat_rec, feat_real, cfg.dis_l_per_channel)
+        loss_pixel = losses.pixel_likelihood(x_rec, x, cfg.pixel_pool)
         loss_g = losses.g_loss(cfg.gan_loss, [rec_logit, p_logit])
         loss_enc = cfg.kl_weight * loss_prior + loss_dis_l + cfg.pixel_weight * loss_pixel
         loss_dec = cfg.gamma * loss_dis_l + cfg.pixel_weight * loss_pixel + loss_g
@@ -193,4 +203,6 @@ def train_step(
     nets.opt_dec.step()
     nets.opt_dis.step()
     nets.ema.update(unwrap(nets.decoder), step)
+    if nets.ema_encoder is not None:
+        nets.ema_encoder.update(unwrap(nets.encoder), step)
     return {k: v.detach() for k, v in step_losses.terms.items()}

@@ -17,16 +17,22 @@ import torch
 from tqdm import tqdm
 
 from facegen_core.config import ModelConfig
+from facegen_core.device import cpu_has_bf16
 from facegen_core.networks import Decoder, Discriminator, Encoder
 from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.augment import parse_policy
 from training.data import FaceDataset, load_faces, split_indices, synthetic_faces
 from training.ema import EMA
+from training.prior import RunningGaussian
 from training.step import Nets, StepConfig, train_step, unwrap
 
 CELEBA_LICENCE = (
     "CelebA: non-commercial research only (MMLAB, CUHK); weights trained on it inherit these terms"
+)
+FAIRFACE_LICENCE = (
+    "FairFace: CC BY 4.0; credit Kärkkäinen & Joo, 'FairFace: Face Attribute Dataset for Balanced "
+    "Race, Gender, and Age', WACV 2021"
 )
 SYNTHETIC_LICENCE = "synthetic images drawn by training.data.synthetic_faces: no third-party terms"
 UNKNOWN_LICENCE = "unknown: the terms of the data source apply to these weights; check them before sharing"
@@ -56,6 +62,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
             overrides[key] = getattr(args, key)
     if args.crop is not None:
         overrides["input_crop"] = args.crop
+    if getattr(args, "upsample", None) is not None:
+        overrides["upsample"] = args.upsample
     if args.config == "default":
         return ModelConfig(**overrides)
     if args.config == "small":
@@ -65,51 +73,104 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     raise ValueError(f"Unknown --config {args.config!r}; use default, small or tiny.")
 
 
-def load_dataset(args: argparse.Namespace, cfg: ModelConfig) -> FaceDataset:
+def data_sources(args: argparse.Namespace) -> list[str]:
+    """--data split on commas: each source is loaded, split and credited on its own."""
+    return [part.strip() for part in str(args.data).split(",") if part.strip()]
+
+
+def load_datasets(args: argparse.Namespace, cfg: ModelConfig) -> list[FaceDataset]:
     if args.data is None:
         if not args.dry_run:
             raise SystemExit("No training data: pass --data PATH (or --dry-run for synthetic images).")
-        return synthetic_faces(args.dry_run_images, cfg.image_size, cfg.channels, seed=args.seed)
-    return load_faces(
-        args.data,
-        cfg.image_size,
-        cfg.channels,
-        cfg.input_crop,
-        cache_dir=args.cache_dir or None,
-        limit=args.limit,
-    )
+        return [synthetic_faces(args.dry_run_images, cfg.image_size, cfg.channels, seed=args.seed)]
+    return [
+        load_faces(
+            source,
+            cfg.image_size,
+            cfg.channels,
+            cfg.input_crop,
+            cache_dir=args.cache_dir or None,
+            limit=args.limit,
+        )
+        for source in data_sources(args)
+    ]
+
+
+def split_datasets(
+    datasets: list[FaceDataset], args: argparse.Namespace
+) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[int, int]]]:
+    """(train uint8 (N_train, C, H, W) of every source, each source's validation images,
+    each source's (n_train, n_val)). Every source is split on its own with the same seeded
+    rule, so a single-source run's split is the one earlier versions recorded."""
+    train, vals, sizes = [], [], []
+    for ds in datasets:
+        train_idx, val_idx = split_indices(len(ds), args.val_fraction, args.seed)
+        train.append(ds.images[train_idx])
+        vals.append(ds.images[val_idx])
+        sizes.append((len(train_idx), len(val_idx)))
+    return torch.cat(train), vals, sizes
 
 
 def is_celeba(ds: FaceDataset) -> bool:
     return "celeba" in ds.source.lower() or ds.attribute_names[:1] == ["5_o_Clock_Shadow"]
 
 
-def dataset_info(ds: FaceDataset, args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "name": ds.source,
-        "source": str(args.data) if args.data is not None else "synthetic (--dry-run)",
-        "images": len(ds),
-        "skipped": ds.skipped,
-        "split": {"seed": args.seed, "val_fraction": args.val_fraction, "train": n_train, "val": n_val},
-    }
+def licence(ds: FaceDataset, synthetic: bool) -> str:
     if is_celeba(ds):
-        info["licence"] = CELEBA_LICENCE
-    elif args.data is None:
-        info["licence"] = SYNTHETIC_LICENCE
-    else:
-        info["licence"] = UNKNOWN_LICENCE
-    return info
+        return CELEBA_LICENCE
+    if "fairface" in ds.source.lower():
+        return FAIRFACE_LICENCE
+    return SYNTHETIC_LICENCE if synthetic else UNKNOWN_LICENCE
+
+
+def dataset_info(
+    datasets: list[FaceDataset], args: argparse.Namespace, sizes: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """The manifest's ``dataset``: one record per source with its split, plus the totals.
+    A single source keeps the flat layout of earlier versions (evaluate reads both)."""
+    synthetic = args.data is None
+    paths = data_sources(args) if not synthetic else ["synthetic (--dry-run)"]
+    sources: list[dict[str, Any]] = [
+        {
+            "name": ds.source,
+            "source": path,
+            "images": len(ds),
+            "skipped": ds.skipped,
+            "split": {"seed": args.seed, "val_fraction": args.val_fraction, "train": n_t, "val": n_v},
+            "licence": licence(ds, synthetic),
+        }
+        for ds, path, (n_t, n_v) in zip(datasets, paths, sizes, strict=True)
+    ]
+    if len(sources) == 1:
+        return sources[0]
+    return {
+        "name": "+".join(str(s["name"]) for s in sources),
+        "source": ",".join(paths),
+        "images": sum(int(s["images"]) for s in sources),
+        "skipped": sum(int(s["skipped"]) for s in sources),
+        "split": {
+            "seed": args.seed,
+            "val_fraction": args.val_fraction,
+            "train": sum(n for n, _ in sizes),
+            "val": sum(v for _, v in sizes),
+            "per_source": True,
+        },
+        "licence": "; ".join(dict.fromkeys(str(s["licence"]) for s in sources)),
+        "sources": sources,
+    }
 
 
 def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -> Nets:
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     enc, dec = Encoder(cfg).to(info.device), Decoder(cfg).to(info.device)
-    dis = Discriminator(cfg, spectral_norm=args.spectral_norm).to(info.device)
-    if info.device.type == "cuda":
+    dis = Discriminator(cfg, norm=dis_norm(args)).to(info.device)
+    if info.device.type == "cuda" or resolve_precision(args, info.device) == "bf16":
         for m in (enc, dec, dis):
             m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     betas = (args.beta1, args.beta2)
     ema = EMA(dec, args.ema_decay)
+    ema_enc = EMA(enc, args.ema_decay) if getattr(args, "ema_encoder", False) else None
+    fitted = getattr(args, "gan_prior", "standard") == "fitted"
     return Nets(
         encoder=ddp.wrap(enc, info),
         decoder=ddp.wrap(dec, info),
@@ -118,13 +179,37 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
         opt_dec=torch.optim.Adam(dec.parameters(), lr=args.lr_dec, betas=betas),
         opt_dis=torch.optim.Adam(dis.parameters(), lr=args.lr_dis, betas=betas),
         ema=ema,
+        ema_encoder=ema_enc,
+        gan_prior=RunningGaussian(cfg.latent_dim, info.device) if fitted else None,
     )
 
 
+def dis_norm(args: argparse.Namespace) -> str:
+    """--dis-norm; checkpoints written before it existed recorded --spectral-norm on/off."""
+    if getattr(args, "dis_norm", None):
+        return str(args.dis_norm)
+    return "spectral" if getattr(args, "spectral_norm", True) else "batch"
+
+
+def resolve_precision(args: argparse.Namespace, device: torch.device) -> str:
+    if args.precision != "auto":
+        return str(args.precision)
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+def lr_factor(progress: float, decay: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of the run: 1, then linear to 0
+    over the last ``decay`` share (annealing the step size settles the GAN's oscillation
+    and the final EMA on a better point)."""
+    if decay <= 0.0 or progress <= 1.0 - decay:
+        return 1.0
+    return max(0.0, (1.0 - progress) / decay)
+
+
 def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(args, device)
     return StepConfig(
         kl_weight=args.kl_weight,
         gamma=args.gamma,
@@ -134,6 +219,9 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
         r1_every=max(1, args.r1_every),
         augment=parse_policy(args.diffaugment),
         precision=precision,
+        gan_prior=getattr(args, "gan_prior", "standard"),
+        dis_l_per_channel=getattr(args, "dis_l_norm", "none") == "channel",
+        pixel_pool=max(1, int(getattr(args, "pixel_pool", 1))),
     )
 
 
@@ -196,6 +284,8 @@ def capture(
         "decoder": unwrap(nets.decoder).state_dict(),
         "discriminator": unwrap(nets.discriminator).state_dict(),
         "ema": nets.ema.state_dict(),
+        **({"ema_encoder": nets.ema_encoder.state_dict()} if nets.ema_encoder is not None else {}),
+        **({"gan_prior": nets.gan_prior.state_dict()} if nets.gan_prior is not None else {}),
         "opt_enc": nets.opt_enc.state_dict(),
         "opt_dec": nets.opt_dec.state_dict(),
         "opt_dis": nets.opt_dis.state_dict(),
@@ -208,6 +298,10 @@ def restore(nets: Nets, state: dict[str, Any], device: torch.device) -> None:
     unwrap(nets.decoder).load_state_dict(state["decoder"])
     unwrap(nets.discriminator).load_state_dict(state["discriminator"])
     nets.ema.load_state_dict(state["ema"])
+    if nets.ema_encoder is not None:
+        nets.ema_encoder.load_state_dict(state.get("ema_encoder", state["encoder"]))
+    if nets.gan_prior is not None and "gan_prior" in state:
+        nets.gan_prior.load_state_dict(state["gan_prior"])
     nets.opt_enc.load_state_dict(state["opt_enc"])
     nets.opt_dec.load_state_dict(state["opt_dec"])
     nets.opt_dis.load_state_dict(state["opt_dis"])
@@ -261,17 +355,19 @@ def train(args: argparse.Namespace) -> Path:
     device = info.device
     cfg = model_config(args)
     t_load = time.monotonic()
-    ds = load_dataset(args, cfg)
-    train_idx, val_idx = split_indices(len(ds), args.val_fraction, args.seed)
-    data_info = dataset_info(ds, args, len(train_idx), len(val_idx))
-    train_images = ds.images[train_idx].to(device)  # uint8 (N_train, C, H, W), all in memory
+    datasets = load_datasets(args, cfg)
+    train_cpu, _, sizes = split_datasets(datasets, args)
+    data_info = dataset_info(datasets, args, sizes)
+    del datasets  # the training rows were copied out: do not hold the whole set twice (2.5 GB for CelebA)
+    train_images = train_cpu.to(device)  # uint8 (N_train, C, H, W), all in memory (on the GPU there)
+    del train_cpu
+    n_train = int(train_images.shape[0])
     if info.is_main:
         print(
-            f"data: {len(ds)} images from {data_info['source']} ({ds.skipped} skipped), "
-            f"{len(train_idx)} train / {len(val_idx)} val, loaded in {time.monotonic() - t_load:.1f}s; "
-            f"device {device}"
+            f"data: {data_info['images']} images from {data_info['source']} ({data_info['skipped']} "
+            f"skipped), {n_train} train / {data_info['split']['val']} val, loaded in "
+            f"{time.monotonic() - t_load:.1f}s; device {device}"
         )
-    del ds  # the training rows were copied out: do not hold the whole set twice (2.5 GB for CelebA)
     nets = build_nets(cfg, args, info)
     scfg = step_config(args, device)
     step, images_seen, wall_before = 0, 0, 0.0
@@ -323,15 +419,26 @@ def train(args: argparse.Namespace) -> Path:
 
     last_saved = step
     while step < args.max_steps:
-        elapsed = time.monotonic() - t0
         mean_step = sum(step_times[-20:]) / max(1, len(step_times[-20:]))
+        # One clock for every rank (max_over_ranks): the stop and the learning rate are decided
+        # from it, and ranks that disagreed on either would end with different weights.
+        elapsed = ddp.max_over_ranks(time.monotonic() - t0 + mean_step, info)
         # Stop before the step that would overrun the budget, leaving time to export.
-        if ddp.any_rank(elapsed + mean_step > budget_s, info):
+        if elapsed > budget_s:
             if info.is_main:
                 print(f"time budget of {args.max_minutes} min reached at step {step}; stopping.")
             break
         ts = time.monotonic()
-        idx = batch_indices(step, len(train_idx), args.batch_size, args.seed, info)
+        progress = max(step / max(1, args.max_steps), elapsed / budget_s)
+        factor = lr_factor(progress, float(getattr(args, "lr_decay", 0.0)))
+        for opt, base in (
+            (nets.opt_enc, args.lr_enc),
+            (nets.opt_dec, args.lr_dec),
+            (nets.opt_dis, args.lr_dis),
+        ):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+        idx = batch_indices(step, n_train, args.batch_size, args.seed, info)
         terms = train_step(nets, train_images[idx.to(device)], step, scfg, info)
         step += 1
         images_seen += args.batch_size

@@ -13,7 +13,7 @@ from facegen_core import Discriminator, ModelConfig, build_autoencoder, count_pa
 def test_shapes(image_size: int, channels: int) -> None:
     cfg = ModelConfig.tiny(image_size=image_size, channels=channels)
     enc, dec = build_autoencoder(cfg)
-    dis = Discriminator(cfg, spectral_norm=True)
+    dis = Discriminator(cfg, norm="spectral")
     x = torch.rand(2, channels, image_size, image_size) * 2 - 1
     mu, logvar = enc(x)
     assert mu.shape == logvar.shape == (2, cfg.latent_dim)

@@ -153,8 +153,8 @@ def test_step_losses_sum_their_terms_with_the_configured_weights() -> None:
     t = sl.terms
     torch.testing.assert_close(sl.enc, 0.01 * t["prior"] + t["dis_l"] + 0.5 * t["pixel"])
     torch.testing.assert_close(sl.dec, 0.7 * t["dis_l"] + 0.5 * t["pixel"] + t["gan_g"])
-    # R1 every 16 steps (default), gamma 1: lazy scaling 0.5·1·16.
-    torch.testing.assert_close(sl.dis, t["gan_d"] + 8.0 * t["r1"])
+    # R1 every 16 steps (default), gamma 0.05: lazy scaling 0.5·0.05·16.
+    torch.testing.assert_close(sl.dis, t["gan_d"] + 0.4 * t["r1"])
     assert t["r1"].item() > 0 and t["prior"].item() > 0
     sl = step_mod.compute_losses(nets, images, step=1, cfg=scfg)  # not an R1 step
     assert "r1" not in sl.terms
@@ -164,7 +164,7 @@ def test_step_losses_sum_their_terms_with_the_configured_weights() -> None:
 OPTIONS = list(
     itertools.product(
         ["hinge", "ns"],
-        ["--spectral-norm", "--no-spectral-norm"],
+        ["--dis-norm=none", "--dis-norm=spectral", "--dis-norm=batch"],
         ["1", "0"],  # --r1-gamma
         ["color,translation,cutout", "none"],
     )

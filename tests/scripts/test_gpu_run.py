@@ -1,0 +1,58 @@
+"""The CPU rehearsal of scripts/gpu_run.sh: every stage of the one prepared GPU run, with
+tiny budgets, so the script cannot rot between the sessions that have a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import torch
+
+from facegen_core.artifact import load_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
+    cmd = [
+        "bash",
+        str(ROOT / "scripts" / "gpu_run.sh"),
+        "--device=cpu",
+        "--rehearsal",
+        "--train-minutes=0.3",
+        f"--store={tmp_path / 'store'}",
+        f"--runs={tmp_path / 'runs'}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is True
+    stages = summary["stages"]
+    assert set(stages) == {"env", "tests", "train:faces64", "bench"}
+    assert "skipped" in stages["tests"]["result"]  # no CUDA here: the gpu tests skip, none fail
+    train = stages["train:faces64"]
+    assert train["steps"] >= 2 and train["images_per_s"] > 0
+    assert train["crop"] == "celeba" and train["image_size"] == 32
+    (cell,) = stages["bench"]["cells"]
+    assert cell["workload"] == "gen1" and cell["errors"] == 0 and cell["images_per_s"] > 0
+
+    # What comes back: at most 8 files, each under 16 MiB, none deeper than $OUT/a/b/file.
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files), files
+    assert {"summary.json", "run.log", "pytest.txt", "train_log.jsonl", "bench.json"} <= {p.name for p in files}
+
+    # The artifact travels as a tar, with fp16 weights, and loads back as fp32 networks.
+    tar = out / summary["artifacts"]["faces64"]["tar"]
+    with tarfile.open(tar) as tf:
+        tf.extractall(tmp_path / "back" / "faces64", filter="data")
+    art = load_artifact(tmp_path / "back" / "faces64" / "1")
+    assert art.manifest["weights_dtype"] == "fp16"
+    assert all(p.dtype == torch.float32 for p in art.decoder.parameters())
+    assert art.manifest["dataset"]["name"] == "synthetic"

@@ -45,6 +45,13 @@ class InvalidFieldError(FacegenError):
     status, title, slug = 422, "Invalid request field", "invalid-field"
 
 
+class NoFaceFoundError(FacegenError):
+    """422: face alignment found no face in an upload (``field`` names the file); ``align=false``
+    skips alignment."""
+
+    status, title, slug = 422, "No face found", "no-face"
+
+
 class PayloadTooLargeError(FacegenError):
     """413: an upload exceeds max_upload_bytes, or an image header claims more than max_image_pixels."""
 
@@ -71,6 +78,13 @@ class NotReadyError(FacegenError):
     """503: the model is not loaded (still warming up, or its load failed)."""
 
     status, title, slug = 503, "Model not ready", "not-ready"
+
+
+class AlignmentUnavailableError(FacegenError):
+    """503: the upload needs face alignment, but the server lacks the detector's weights (the
+    facenet-pytorch wheel): an operator error; ``align=false`` still works."""
+
+    status, title, slug = 503, "Face alignment unavailable", "alignment-unavailable"
 
 
 class DeadlineExceededError(FacegenError):

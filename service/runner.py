@@ -42,7 +42,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
 from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.latent import LatentPrior
@@ -152,6 +154,8 @@ class ModelRunner:
             stats = self.encode(images)
             if not np.isfinite(stats).all():
                 raise RuntimeError("The encoder returned non-finite values during warm-up.")
+        if info.input_crop == "align":
+            _warm_up_detector()
         if s.warmup_delay_s:
             time.sleep(s.warmup_delay_s)  # test hook (FACEGEN_WARMUP_DELAY_S)
 
@@ -297,3 +301,13 @@ def _expected(exc: Exception) -> bool:
     from facegen_core.artifact import ArtifactError
 
     return isinstance(exc, ArtifactError)
+
+
+def _warm_up_detector() -> None:
+    """Load the face detector before the first upload (a model trained on aligned faces aligns
+    every upload by default). Missing weights do not fail the load: align=false still works,
+    and each aligned upload gets a 503 saying what the operator must install."""
+    try:
+        align.detect_faces(Image.new("RGB", (48, 48)))
+    except align.DetectorUnavailableError as exc:
+        log.error("Uploads cannot be aligned: %s Requests with align=false still work.", exc)

@@ -158,9 +158,55 @@ class ImagesResponse(BaseModel):
     latents: list[list[float]]
 
 
+Point = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) in pixels.")]
+
+
+class FaceLandmarks(BaseModel):
+    """Five landmarks; left/right as seen in the picture (left_eye has the smaller x)."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+
+class DetectedFace(BaseModel):
+    """The face an upload was aligned by, in pixels of the uploaded photo after its EXIF
+    rotation (x right, y down, origin at the top-left corner). The box may reach past the
+    photo's edges when the face does."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "box": [4.1, -8.7, 80.6, 93.2],
+                    "landmarks": {
+                        "left_eye": [29.9, 28.5],
+                        "right_eye": [63.6, 28.8],
+                        "nose": [46.9, 47.7],
+                        "mouth_left": [32.5, 68.0],
+                        "mouth_right": [61.2, 68.2],
+                    },
+                    "score": 0.9999,
+                }
+            ]
+        }
+    )
+
+    box: list[float] = Field(..., min_length=4, max_length=4, description="[left, top, right, bottom].")
+    landmarks: FaceLandmarks
+    score: float = Field(..., description="The detector's face probability, 0–1.")
+
+
 class LatentStats(BaseModel):
     mu: list[float] = Field(..., description="Mean of q(z|x): the face's latent.")
     logvar: list[float] = Field(..., description="log σ² of q(z|x): the encoder's uncertainty.")
+    face: DetectedFace | None = Field(
+        default=None,
+        description="The face the upload was aligned by (the largest one found); null when it "
+        "was not aligned (align=false, or a model that does not align by default).",
+    )
 
 
 class EncodeResponse(BaseModel):
@@ -191,6 +237,11 @@ class ReconstructResponse(BaseModel):
         default=None, description="With pair=true: the model's input crops (base64 PNG)."
     )
     latents: list[list[float]] = Field(..., description="mu of each file (what was decoded).")
+    faces: list[DetectedFace | None] = Field(
+        ...,
+        description="Per file, the face it was aligned by (the largest one found), or null when "
+        "it was not aligned.",
+    )
 
 
 class HealthResponse(BaseModel):
@@ -214,6 +265,11 @@ class LoadedModel(BaseModel):
     latent_dim: int | None = None
     image_size: int | None = None
     channels: int | None = None
+    input_crop: str | None = Field(
+        default=None,
+        description="How uploads are cropped by default: 'align' (aligned by their face; the "
+        "request option align=false skips it), 'celeba', 'center' or 'none'.",
+    )
     cuda_graphs: bool | None = Field(
         default=None,
         description="Whether decode and encode replay CUDA graphs captured at warm-up "

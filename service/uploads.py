@@ -15,8 +15,12 @@ Order of defences, each a 413 or 415 with a sentence naming the field and what t
    min(max_pixels, ``PIL.Image.MAX_IMAGE_PIXELS``), an image over Pillow's limit is refused
    whatever the warning filters say: the warning can neither crash a request nor be ignored.
 3. Truncated or corrupt data: 415. Multi-frame GIF/TIFF/WebP/APNG/MPO: the first frame.
-4. ``facegen_core.preprocess.to_model_array``: EXIF orientation, grey/palette/alpha/CMYK/
-   16-bit conversion, crop and resize, the same code that prepared the training images.
+4. ``facegen_core.preprocess.to_model_array_and_face``: EXIF orientation, grey/palette/alpha/
+   CMYK/16-bit conversion, crop and resize, the same code that prepared the training images.
+   With crop "align" (``upload_crop``) it finds the largest face with MTCNN and warps it to the
+   training framing; no face is a 422 (``NoFaceFoundError``), and a server without the
+   detector's weights a 503 (``AlignmentUnavailableError``). Detection runs on a copy shrunk
+   to at most 640 px, so its cost is bounded by that, not by the upload's size.
 
 ``decode_upload`` is synchronous, CPU-bound and thread-safe (no Pillow global is changed per
 call; the plugin registry is filled once at import), for the app's thread pool.
@@ -33,8 +37,15 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from facegen_core.preprocess import crop_box, to_model_array
-from service.errors import PayloadTooLargeError, UnsupportedImageError
+from facegen_core import align as face_align
+from facegen_core.align import Face
+from facegen_core.preprocess import crop_box, to_model_array_and_face
+from service.errors import (
+    AlignmentUnavailableError,
+    NoFaceFoundError,
+    PayloadTooLargeError,
+    UnsupportedImageError,
+)
 
 # MPO is what phones write: a JPEG with extra pictures appended; Pillow names it "MPO".
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
@@ -42,6 +53,10 @@ ACCEPTED = "a JPEG, PNG, WebP, BMP, GIF or TIFF image"
 MAX_BYTES_ENV = "FACEGEN_MAX_UPLOAD_BYTES"
 MAX_PIXELS_ENV = "FACEGEN_MAX_IMAGE_PIXELS"
 CHUNK_BYTES = 64 * 1024
+# MTCNN finds faces of >= MIN_FACE_SIZE px in a copy shrunk to <= DETECT_MAX_SIDE px, so in the
+# upload a face must be >= 20 px and >= 1/32 of the longer side.
+MIN_FACE_PX = face_align.MIN_FACE_SIZE
+MIN_FACE_FRACTION = face_align.DETECT_MAX_SIDE // face_align.MIN_FACE_SIZE
 
 # Import every plugin now: Image.open would otherwise do it lazily on the first TIFF/WebP
 # upload, mutating Pillow's registry from whichever worker thread got there first.
@@ -50,6 +65,31 @@ Image.init()
 _OPEN_FORMATS = sorted(ALLOWED_FORMATS - {"MPO"})
 # Errors Pillow raises for data it cannot decode (truncated, bad CRC, bad zlib, bad header).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+def upload_crop(model_crop: str, align: bool | None) -> str:
+    """The crop mode an upload gets, from the model's ``input_crop`` and the request's ``align``.
+
+    ``None`` (not sent): the model's own crop, so a model trained on aligned faces aligns and an
+    older model's uploads are cropped bit-identically to before. ``True``: "align" for any model
+    (asked for explicitly). ``False``: no alignment; a model trained on aligned faces gets
+    "celeba", the fixed box alignment falls back to in training, others keep their own crop.
+    """
+    if align is None:
+        return model_crop
+    if align:
+        return "align"
+    return "celeba" if model_crop == "align" else model_crop
+
+
+def no_face_message(field: str) -> str:
+    """The 422 detail for an upload in which MTCNN found no face."""
+    return (
+        f"No face was found in the image in field '{field}'. Send a photo with one clearly "
+        f"visible, roughly frontal face at least {MIN_FACE_PX} px across and at least "
+        f"1/{MIN_FACE_FRACTION} of the photo's longer side, or send align=false to skip "
+        "alignment and use the fixed CelebA crop."
+    )
 
 
 class AsyncReadable(Protocol):
@@ -137,8 +177,38 @@ def decode_upload(
 ) -> np.ndarray:
     """Image file bytes -> uint8 (image_size, image_size, channels), as training saw its images.
 
-    Raises PayloadTooLargeError (413) for too many pixels and UnsupportedImageError (415) for
-    empty, unaccepted, truncated or corrupt data. Only the first frame is used.
+    ``decode_upload_and_face`` without the face.
+    """
+    return decode_upload_and_face(
+        data, max_pixels=max_pixels, image_size=image_size, channels=channels, crop=crop, field=field
+    )[0]
+
+
+def _prepare(
+    img: Image.Image, image_size: int, channels: int, crop: str, field: str
+) -> tuple[np.ndarray, Face | None]:
+    try:
+        return to_model_array_and_face(img, image_size, channels, crop)
+    except face_align.NoFaceError as exc:  # a ValueError: must not become a 415 below
+        raise NoFaceFoundError(no_face_message(field), field=field) from exc
+    except face_align.DetectorUnavailableError as exc:
+        raise AlignmentUnavailableError(
+            f"This server cannot align faces (an operator error): {str(exc).rstrip('.')}. "
+            "Meanwhile, send align=false to skip alignment.",
+            field=field,
+        ) from exc
+
+
+def decode_upload_and_face(
+    data: bytes, *, max_pixels: int, image_size: int, channels: int, crop: str, field: str = "image"
+) -> tuple[np.ndarray, Face | None]:
+    """Image file bytes -> (uint8 (image_size, image_size, channels), the Face aligned by).
+
+    The Face is None unless ``crop`` is "align"; its box and landmarks are in pixels of the
+    upload after EXIF rotation. Raises PayloadTooLargeError (413) for too many pixels,
+    UnsupportedImageError (415) for empty, unaccepted, truncated or corrupt data,
+    NoFaceFoundError (422) when alignment finds no face and AlignmentUnavailableError (503)
+    when the detector's weights are missing. Only the first frame is used.
     """
     crop_box(1, 1, crop)  # a bad crop mode is a server bug (ValueError -> 500), not the upload's
     if not data:
@@ -155,7 +225,7 @@ def decode_upload(
             _check_pixels(img.size, max_pixels, field)  # header only: nothing decoded yet
             img.load()  # first frame; a GIF frame may grow the canvas, so check again
             _check_pixels(img.size, max_pixels, field)
-            return to_model_array(img, image_size, channels, crop)
+            return _prepare(img, image_size, channels, crop, field)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(exc, max_pixels, field) from exc
     except Image.UnidentifiedImageError as exc:

@@ -1,28 +1,52 @@
-"""Uploaded files to model inputs: read with a byte limit, decoded in the thread pool."""
+"""Uploaded files to model inputs: read with a byte limit, decoded (and aligned) in threads."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Sequence
 
 import anyio.to_thread
 import numpy as np
+from anyio import CapacityLimiter
 from starlette.datastructures import UploadFile
 
+from facegen_core.align import Face
 from service.context import RequestContext
 from service.errors import InvalidFieldError
 from service.runner import ModelInfo
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
-from service.uploads import decode_upload, read_upload
+from service.uploads import decode_upload_and_face, read_upload, upload_crop
+
+# Alignment runs MTCNN (torch, CPU) per upload, ~10-100x the cost of decoding: at most this
+# many uploads align at once, whatever the size of anyio's shared pool (40 threads), so a
+# burst of 64-file requests queues here instead of oversubscribing the CPU the model needs.
+ALIGN_CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
+_align_limiter: CapacityLimiter | None = None
+
+
+def align_limiter() -> CapacityLimiter:
+    """The process's one limiter for aligning uploads (made on first use, in the event loop)."""
+    global _align_limiter
+    if _align_limiter is None:
+        _align_limiter = CapacityLimiter(ALIGN_CONCURRENCY)
+    return _align_limiter
 
 
 async def read_images(
-    files: Sequence[UploadFile], field: str, settings: Settings, info: ModelInfo, ctx: RequestContext
-) -> np.ndarray:
-    """1–64 uploads -> uint8 (N, S, S, C) as the model sees them (cropped, resized).
+    files: Sequence[UploadFile],
+    field: str,
+    settings: Settings,
+    info: ModelInfo,
+    ctx: RequestContext,
+    align: bool | None = None,
+) -> tuple[np.ndarray, list[Face | None]]:
+    """1–64 uploads -> uint8 (N, S, S, C) as the model sees them (cropped or aligned, resized),
+    and per file the Face it was aligned by (None when not aligned).
 
+    ``align``: the request's option (None: not sent), see ``service.uploads.upload_crop``.
     A file's errors name it ``field`` when it is the only one, else ``field[i]``.
     """
     if not files:
@@ -37,19 +61,21 @@ async def read_images(
     blobs = [
         await read_upload(f, settings.max_upload_bytes, name) for f, name in zip(files, names, strict=True)
     ]
+    crop = upload_crop(info.input_crop, align)
     decode = functools.partial(
-        decode_upload,
+        decode_upload_and_face,
         max_pixels=settings.max_image_pixels,
         image_size=info.image_size,
         channels=info.channels,
-        crop=info.input_crop,
+        crop=crop,
     )
+    limiter = align_limiter() if crop == "align" else None  # None: anyio's shared pool
     t0 = time.perf_counter()
-    arrays = await asyncio.gather(
+    results = await asyncio.gather(
         *(
-            anyio.to_thread.run_sync(functools.partial(decode, blob, field=name))
+            anyio.to_thread.run_sync(functools.partial(decode, blob, field=name), limiter=limiter)
             for blob, name in zip(blobs, names, strict=True)
         )
     )
     ctx.upload_s += time.perf_counter() - t0  # wall time: the files decode in parallel
-    return np.stack(arrays)  # (N, S, S, C)
+    return np.stack([arr for arr, _ in results]), [face for _, face in results]  # (N, S, S, C)

@@ -6,13 +6,24 @@ from typing import Any
 
 from service.errors import PROBLEM_CONTENT_TYPE
 from service.schemas import Problem
+from service.uploads import no_face_message
 
 _PROBLEM = {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}
 
 
+def _example(slug: str, status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail, **extra}
+
+
 def _problem(description: str, slug: str, status: int, title: str, detail: str) -> dict[str, Any]:
-    example = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    example = _example(slug, status, title, detail)
     return {**_PROBLEM, "description": description, "content": {PROBLEM_CONTENT_TYPE: {"example": example}}}
+
+
+def _problems(description: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One status with several problem types, each a named example (named by its slug)."""
+    named = {slug: {"summary": e["title"], "value": e} for slug, e in examples.items()}
+    return {**_PROBLEM, "description": description, "content": {PROBLEM_CONTENT_TYPE: {"examples": named}}}
 
 
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -56,8 +67,44 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
 }
 
+_INVALID_FIELD = ERROR_RESPONSES[422]["content"][PROBLEM_CONTENT_TYPE]["example"]
+_QUEUE_FULL = ERROR_RESPONSES[503]["content"][PROBLEM_CONTENT_TYPE]["example"]
+
 UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
+    422: _problems(
+        "`/problems/invalid-field`: a field is missing, of the wrong type or out of range (`field` "
+        "names it). `/problems/no-face`: face alignment found no face in the file `field` names; "
+        "send a photo with one clearly visible, roughly frontal face, or `align=false`.",
+        {
+            "invalid-field": _INVALID_FIELD,
+            "no-face": _example(
+                "no-face",
+                422,
+                "No face found",
+                no_face_message("image[1]"),
+                field="image[1]",
+            ),
+        },
+    ),
+    503: _problems(
+        "`/problems/queue-full`: the queue is full (with `Retry-After`); `/problems/not-ready`: the "
+        "model is not ready; `/problems/alignment-unavailable`: the server lacks the face "
+        "detector's weights (an operator error; `align=false` still works).",
+        {
+            "queue-full": _QUEUE_FULL,
+            "alignment-unavailable": _example(
+                "alignment-unavailable",
+                503,
+                "Face alignment unavailable",
+                "This server cannot align faces (an operator error): The face detector's weights "
+                "(pnet.pt, rnet.pt, onet.pt) ship in the facenet-pytorch wheel, which is not installed; "
+                "run `pip install --no-deps facenet-pytorch==2.6.0`. Meanwhile, send align=false to "
+                "skip alignment.",
+                field="image",
+            ),
+        },
+    ),
     413: _problem(
         "A file is over FACEGEN_MAX_UPLOAD_BYTES, its header claims over FACEGEN_MAX_IMAGE_PIXELS, "
         "the body is over FACEGEN_MAX_REQUEST_BYTES, or there are more than 64 files.",

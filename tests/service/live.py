@@ -40,12 +40,13 @@ def tiny_prior(latent_dim: int, seed: int = 0) -> LatentPrior:
     return LatentPrior(mean=torch.randn(latent_dim, generator=g), scale_tril=scale_tril)
 
 
-def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0) -> Path:
+def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0, **config: Any) -> Path:
     """A tiny VAE-GAN with seeded random weights (BatchNorm statistics randomised too, so
     eval-mode BN is not the identity and the decoder's output depends on every layer) and a
-    fitted-style latent prior."""
+    fitted-style latent prior. ``config`` overrides ModelConfig.tiny()'s fields (e.g.
+    input_crop="align")."""
     torch.manual_seed(seed)
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig.tiny(**config)
     encoder, decoder = build_autoencoder(cfg)
     for net in (encoder, decoder):
         for m in net.modules():

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
@@ -31,6 +31,8 @@ from service.schemas import (
 
 router = APIRouter(tags=["faces"])
 FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
+PHOTO_FIELDS = ("start_image", "end_image", "start_seed", "end_seed", "align")
+_ALIGN = TypeAdapter(bool)  # lax: form text "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off"
 
 _FORM_SCHEMA = {
     "type": "object",
@@ -44,6 +46,11 @@ _FORM_SCHEMA = {
         "format": {"type": "string", "enum": ["apng", "gif", "strip", "zip", "json"], "default": "apng"},
         "temperature": {"type": "number", "default": 1.0},
         "duration_ms": {"type": "integer", "default": 100},
+        "align": {
+            "type": "boolean",
+            "description": "Align each photo by its face (as for /encode). Not sent: true for models "
+            "trained on aligned faces, else the model's own crop; false: no alignment.",
+        },
     },
 }
 OPENAPI_BODY = {
@@ -83,12 +90,30 @@ def _invalid(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> RequestV
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
 
 
-async def _parse_json(request: Request) -> tuple[InterpolateOptions, list[SeedEnd | LatentEnd | FormFile]]:
+Ends = list[SeedEnd | LatentEnd | FormFile]
+
+
+async def _parse_json(request: Request) -> tuple[InterpolateOptions, Ends]:
     try:
         body = InterpolateRequest.model_validate_json(await request.body())
     except ValidationError as e:
         raise _invalid(e.errors(include_url=False)) from None
     return body, [body.start, body.end]
+
+
+def _form_align(form: FormData) -> bool | None:
+    """The multipart ``align`` option (None when not sent)."""
+    value = form.get("align")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidFieldError("Field 'align' must be text, not a file.", field="align")
+    try:
+        return _ALIGN.validate_python(value)
+    except ValidationError:
+        raise InvalidFieldError(
+            f"Field 'align' must be true or false, not {value[:40]!r}.", field="align"
+        ) from None
 
 
 def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
@@ -109,8 +134,8 @@ def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
     )
 
 
-def _parse_form(form: FormData) -> tuple[InterpolateOptions, list[SeedEnd | LatentEnd | FormFile]]:
-    unknown = sorted(set(form.keys()) - {*FORM_FIELDS, "start_image", "end_image", "start_seed", "end_seed"})
+def _parse_form(form: FormData) -> tuple[InterpolateOptions, Ends]:
+    unknown = sorted(set(form.keys()) - {*FORM_FIELDS, *PHOTO_FIELDS})
     if unknown:
         raise InvalidFieldError(f"Field '{unknown[0]}' is not a field of /interpolate.", field=unknown[0])
     fields = {k: form[k] for k in FORM_FIELDS if k in form}
@@ -125,11 +150,12 @@ def _parse_form(form: FormData) -> tuple[InterpolateOptions, list[SeedEnd | Late
 
 
 async def _end_latents(
-    ends: list[SeedEnd | LatentEnd | FormFile],
+    ends: Ends,
     opts: InterpolateOptions,
     model: Model,
     ctx: Ctx,
     settings: SettingsDep,
+    align: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     info, out = model.info, []
     photos = [i for i, e in enumerate(ends) if isinstance(e, FormFile)]
@@ -137,7 +163,8 @@ async def _end_latents(
     for i in photos:  # read and check both files before any model work
         end = ends[i]
         assert isinstance(end, FormFile)
-        mus[i] = (await read_images([end], ("start_image", "end_image")[i], settings, info, ctx))[0]
+        crops, _ = await read_images([end], ("start_image", "end_image")[i], settings, info, ctx, align)
+        mus[i] = crops[0]
     if photos:
         mu, _ = await model.encode(np.stack([mus[i] for i in photos]))  # one call, 1–2 rows
         mus = {i: mu[k] for k, i in enumerate(photos)}
@@ -169,7 +196,8 @@ def _describe(end: SeedEnd | LatentEnd | FormFile) -> str:
 async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: SettingsDep) -> Response:
     """`steps` frames from start to end, both included (slerp by default). JSON body: `start`
     and `end` are each `{seed}` or `{latent}`. Multipart: files `start_image` and `end_image`
-    (or form fields `start_seed`/`end_seed`) and the other fields as form fields.
+    (or form fields `start_seed`/`end_seed`) and the other fields as form fields, plus `align`
+    for the photos (as for /encode).
 
     apng: animated PNG (image/png, loops); strip: one PNG, frames left to right; gif: image/gif;
     zip: frame_000.png…; json: base64 PNG frames and their latents.
@@ -177,10 +205,10 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         async with request.form(
-            max_files=2, max_fields=len(FORM_FIELDS) + 2, max_part_size=64 * 1024
+            max_files=2, max_fields=len(FORM_FIELDS) + 3, max_part_size=64 * 1024
         ) as form:
             opts, ends = _parse_form(form)
-            a, b = await _end_latents(ends, opts, model, ctx, settings)
+            a, b = await _end_latents(ends, opts, model, ctx, settings, _form_align(form))
     elif ctype == "application/json" or ctype.endswith("+json"):
         opts, ends = await _parse_json(request)
         a, b = await _end_latents(ends, opts, model, ctx, settings)

@@ -38,6 +38,7 @@ async def models(services: ServicesDep) -> ModelsResponse:
         latent_dim=info.latent_dim if info else None,
         image_size=info.image_size if info else None,
         channels=info.channels if info else None,
+        input_crop=info.input_crop if info else None,
         cuda_graphs=runner.cuda_graphs if runner.state != "loading" else None,
         manifest=manifest,
     )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Response
 from service.api import render
 from service.api.inputs import read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.encode import Images
+from service.api.routes.encode import AlignOption, Images, face_json
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
 from service.schemas import ReconstructResponse
@@ -33,15 +33,17 @@ async def reconstruct(
     format: Annotated[
         Literal["png", "json"], Form(description="png: one image or a grid; json: base64 PNGs.")
     ] = "png",
+    align: AlignOption = None,
 ) -> Response | ReconstructResponse:
     """Each file is encoded and its mean `mu` decoded (no sampling, so the result is repeatable).
 
     `png`: one reconstruction, or a grid of ceil(√N) columns; with `pair=true`, one row per
     file: the model's input crop, then its reconstruction. `json`: base64 PNGs (`inputs` too
-    with `pair=true`) and each file's `mu`.
+    with `pair=true`), each file's `mu`, and `faces`: each file's face box and landmarks when
+    it was aligned (`align`, as for /encode), else null.
     """
     info = model.info
-    crops = await read_images(image, "image", settings, info, ctx)  # (N, S, S, C)
+    crops, faces = await read_images(image, "image", settings, info, ctx, align)  # (N, S, S, C)
     mu, _ = await model.encode(crops)
     recon = await model.decode(mu)  # (N, S, S, C)
     level = settings.png_compress_level
@@ -60,7 +62,12 @@ async def reconstruct(
             inputs = await render.b64_pngs(ctx, crops, [crop_text] * len(crops), level)
             ctx.images -= len(crops)  # count reconstructions, not the echoed inputs
         body = ReconstructResponse(
-            model=info.name, version=info.version, images=images, inputs=inputs, latents=mu.tolist()
+            model=info.name,
+            version=info.version,
+            images=images,
+            inputs=inputs,
+            latents=mu.tolist(),
+            faces=[face_json(f) for f in faces],
         )
         return render.json(body)
     if pair:

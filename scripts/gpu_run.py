@@ -323,7 +323,8 @@ def rehearsal_packs(args: argparse.Namespace) -> list[Path]:
     cfg = ModelConfig.tiny()
     ds = synthetic_faces(96, cfg.image_size, cfg.channels, seed=0)
     path = args.runs / "rehearsal" / "synthetic.facepack.zip"
-    write_facepack(ds.images, "synthetic", cfg.input_crop, path)
+    # Crop "align", as the real packs: the run must pass it through to the model config.
+    write_facepack(ds.images, "synthetic", "align", path)
     return [path]
 
 

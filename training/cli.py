@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facegen_core.config import UPSAMPLE_MODES
+from facegen_core.config import CROP_MODES, UPSAMPLE_MODES
 from facegen_core.networks import DIS_NORMS
 from training.losses import GAN_LOSSES
 
@@ -66,7 +66,7 @@ def train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--channels", type=int, default=None, help="Override: 1 (grey) or 3 (RGB).")
     g.add_argument(
-        "--crop", choices=("celeba", "center", "none"), default=None, help="Override the preset's input crop."
+        "--crop", choices=CROP_MODES, default=None, help="Override the preset's input crop."
     )
     g.add_argument(
         "--upsample",

@@ -39,7 +39,7 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     assert "skipped" in stages["tests"]["result"]  # no CUDA here: the gpu tests skip, none fail
     train = stages["train:faces64"]
     assert train["steps"] >= 2 and train["images_per_s"] > 0
-    assert train["crop"] == "celeba" and train["image_size"] == 32
+    assert train["crop"] == "align" and train["image_size"] == 32
     (cell,) = stages["bench"]["cells"]
     assert cell["workload"] == "gen1" and cell["errors"] == 0 and cell["images_per_s"] > 0
 
@@ -56,3 +56,4 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     assert art.manifest["weights_dtype"] == "fp16"
     assert all(p.dtype == torch.float32 for p in art.decoder.parameters())
     assert art.manifest["dataset"]["name"] == "synthetic"
+    assert art.config.input_crop == "align"  # the packs' crop, passed through to the served config

@@ -83,3 +83,61 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean over images of the per-image SSIM."""
     return float(ssim_per_image(a, b).mean())
+
+
+# --------------------------------------------------------------------------- sharpness
+
+# The 8-neighbour discrete Laplacian (diagonals included; Gonzalez & Woods, *Digital Image
+# Processing*, "the Laplacian"). Chosen over the 4-neighbour [0 1 0; 1 -4 1; 0 1 0] because it
+# reproduces issue 10's v2 figures (samples 0.32×, reconstructions 0.33× real): on celeba64 v2
+# with 2,000 samples it gives 0.312 / 0.335, the 4-neighbour kernel 0.277 / 0.298.
+LAPLACIAN_3X3 = ((1.0, 1.0, 1.0), (1.0, -8.0, 1.0), (1.0, 1.0, 1.0))
+# ITU-R BT.601 luma weights, as PIL's convert("L").
+LUMA_RGB = (0.299, 0.587, 0.114)
+
+
+def to_grey(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8 or float [0, 1] -> float64 (N, 1, H, W) in [0, 1]; C is 1 or 3."""
+    u = to_unit(x)
+    if u.ndim != 4 or u.shape[1] not in (1, 3):
+        raise ValueError(f"Images must be (N, 1 or 3, H, W); got {tuple(x.shape)}.")
+    if u.shape[1] == 1:
+        return u
+    w = torch.tensor(LUMA_RGB, dtype=torch.float64, device=u.device).view(1, 3, 1, 1)
+    return (u * w).sum(1, keepdim=True)
+
+
+def laplacian_variance(images: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    """(N,) high-frequency energy per image: the variance of the 8-neighbour 3×3 Laplacian
+    (``LAPLACIAN_3X3``) of its grey version (values in [0, 1]) over the 'valid' (H-2)×(W-2)
+    positions.
+
+    The "variance of Laplacian" focus measure (LAPV) of Pech-Pacheco et al. (2000), *Diatom
+    autofocusing in brightfield microscopy: a comparative study* (ICPR), one of the best
+    operators in Pertuz et al. (2013), *Analysis of focus measure operators for
+    shape-from-focus* (Pattern Recognition 46(5)). Blur lowers it; noise raises it.
+    """
+    k = torch.tensor(LAPLACIAN_3X3, dtype=torch.float64).view(1, 1, 3, 3)
+    out = []
+    for i in range(0, images.shape[0], chunk):  # float64 copies of 10k faces would be ~1 GB
+        grey = to_grey(images[i : i + chunk])  # (B, 1, H, W)
+        lap = F.conv2d(grey, k.to(grey.device))  # (B, 1, H-2, W-2)
+        out.append(lap.flatten(1).var(1, unbiased=False).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+
+
+def sharpness(images: torch.Tensor) -> float:
+    """Mean over images of ``laplacian_variance``."""
+    if images.shape[0] == 0:
+        raise ValueError("Sharpness needs at least one image.")
+    return float(laplacian_variance(images).mean())
+
+
+def sharpness_ratio(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """sharpness(images) / sharpness(reference): 1.0 = as much high-frequency energy as the
+    reference (real faces of the same data set), below 1 = blurrier, above 1 = noisier.
+    The two sets need not be the same images or the same size (N)."""
+    ref = sharpness(reference)
+    if ref == 0.0:
+        raise ValueError("The reference images are flat (zero Laplacian variance); no ratio is defined.")
+    return sharpness(images) / ref

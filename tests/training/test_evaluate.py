@@ -1,6 +1,7 @@
 """Evaluation: PSNR/SSIM against hand-computed values, the Fréchet distance against closed
-forms and scipy, FID with the real Inception network on a handful of images, and
-evaluate_artifact end to end on a tiny artifact and a synthetic .npz data set."""
+forms and scipy, FID with the real Inception network on a handful of images, the sharpness
+ratio and face-found rate, and evaluate_artifact end to end on tiny artifacts and synthetic
+.npz data sets (one source, v2's flat manifest; several sources with per-source splits)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from facegen_core.networks import build_autoencoder
 from training import evaluate as ev
 from training import fid as fidlib
 from training.data import split_indices, synthetic_faces
-from training.metrics_image import gaussian_window, psnr, psnr_per_image, ssim, ssim_per_image
+from training.metrics_faces import DetectorUnavailableError, face_found, face_found_rate
+from training.metrics_image import (
+    gaussian_window,
+    laplacian_variance,
+    psnr,
+    psnr_per_image,
+    sharpness_ratio,
+    ssim,
+    ssim_per_image,
+    to_grey,
+)
 
 C1, C2 = 0.01**2, 0.03**2
 
@@ -286,10 +297,20 @@ def tiny_artifact(tmp_path):  # type: ignore[no-untyped-def]
 def test_evaluate_artifact_no_fid_writes_the_manifest(tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path, data = tiny_artifact
     m = ev.evaluate_artifact(
-        path, compute_fid=False, write=True, cache_dir=tmp_path / "cache", progress=False
+        path,
+        compute_fid=False,
+        face_samples=3,
+        fid_samples=12,
+        write=True,
+        cache_dir=tmp_path / "cache",
+        progress=False,
     )
-    assert "fid" not in m
+    assert "fid" not in m and "per_source" not in m  # v2's flat layout
     assert 5.0 < m["psnr_db"] < 60.0 and -1.0 < m["ssim"] < 1.0 and m["kl"] >= 0.0
+    assert m["sharpness_samples"] > 0.0 and m["sharpness_recon"] > 0.0
+    assert m["sharpness"]["samples_n"] == 12 and m["sharpness"]["real_n"] == 20
+    assert m["faces"]["samples"] == 3 and m["faces"]["val"] == 3  # first 3 of the 4 validation images
+    assert 0.0 <= m["faces"]["samples_found"] <= 1.0 and m["evaluated"]["preset"] == "standard"
     assert "4 of 20" in m["evaluated"]["reconstruction_on"] and m["evaluated"]["seed"] == 0
     # Same numbers as measuring the recomputed validation split directly.
     art = load_artifact(path)
@@ -309,7 +330,7 @@ def test_evaluate_artifact_fid_is_reproducible(tiny_artifact, tmp_path, monkeypa
     calls: list[torch.Tensor] = []
     monkeypatch.setattr(fidlib, "inception_features", _fake_features(calls))
     path, data = tiny_artifact
-    kw = dict(fid_samples=12, fid_real=15, cache_dir=tmp_path / "cache", progress=False)
+    kw = dict(fid_samples=12, fid_real=15, compute_faces=False, cache_dir=tmp_path / "cache", progress=False)
     a = ev.evaluate_artifact(path, **kw)  # type: ignore[arg-type]
     b = ev.evaluate_artifact(path, **kw)  # type: ignore[arg-type]
     # Real statistics embedded once (the data set's first 15 images), then read from the cache;
@@ -341,7 +362,8 @@ def test_generated_samples_follow_latent_seeds(tiny_artifact) -> None:  # type: 
 
 def test_cli_prints_json_and_reports_a_missing_data_set(tiny_artifact, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     path, _ = tiny_artifact
-    assert ev.main(["--artifact", str(path), "--no-fid", "--quiet", "--cache-dir", str(tmp_path / "c")]) == 0
+    argv = ["--artifact", str(path), "--no-fid", "--no-faces", "--fid-samples", "20", "--quiet"]
+    assert ev.main([*argv, "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("PSNR")
     assert json.loads(out[out.index("{") :])["kl"] >= 0.0
@@ -351,3 +373,177 @@ def test_cli_prints_json_and_reports_a_missing_data_set(tiny_artifact, tmp_path,
     rc = ev.main(["--artifact", str(path), "--no-fid", "--data", str(tmp_path / "nope.npz")])
     assert rc == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- sharpness
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> 3×3 box blur (replicate border), rounded back to uint8."""
+    c = x.shape[1]
+    k = torch.full((c, 1, 3, 3), 1 / 9, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x.double(), (1, 1, 1, 1), mode="replicate")
+    return torch.nn.functional.conv2d(padded, k, groups=c).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_laplacian_variance_of_a_checkerboard_and_a_flat_image() -> None:
+    # 0/1 checkerboard: 4 edge neighbours differ, 4 diagonal ones match, so the 8-neighbour
+    # Laplacian is ±4 at every interior pixel, mean 0 -> variance 16.
+    board = ((_alternating((1, 1, 10, 10)) + 1) / 2).contiguous()
+    assert laplacian_variance(board).item() == pytest.approx(16.0)
+    assert laplacian_variance(torch.full((2, 3, 8, 8), 77, dtype=torch.uint8)).tolist() == [0.0, 0.0]
+    # RGB -> BT.601 luma, as PIL's convert("L").
+    rgb = torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    assert to_grey(rgb).unique().item() == pytest.approx(0.299)
+
+
+def test_sharpness_ratio_is_one_for_the_same_set_below_for_blur_above_for_noise() -> None:
+    faces = synthetic_faces(8, 32, 3, seed=2).images  # uint8 (8, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(-20, 21, faces.shape, generator=g)
+    noisy = (faces.int() + noise).clamp(0, 255).to(torch.uint8)
+    assert sharpness_ratio(faces, faces) == pytest.approx(1.0, abs=1e-12)
+    assert sharpness_ratio(faces.clone(), faces[torch.arange(7, -1, -1)]) == pytest.approx(1.0)  # order-free
+    assert sharpness_ratio(_blur(faces), faces) < 0.9
+    assert sharpness_ratio(noisy, faces) > 1.1
+    grey = faces[:, :1].contiguous()  # one-channel sets work too
+    assert sharpness_ratio(_blur(grey), grey) < 0.9
+    with pytest.raises(ValueError, match="flat"):
+        sharpness_ratio(faces, torch.zeros_like(faces))
+
+
+# --------------------------------------------------------------------------- face-found rate
+
+
+def _detector_or_skip() -> None:
+    try:
+        face_found_rate(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    except DetectorUnavailableError:
+        pytest.skip("facenet-pytorch (the MTCNN weights) is not installed")
+
+
+def test_face_found_rate_of_flat_images_is_zero() -> None:
+    _detector_or_skip()
+    flat = torch.stack([torch.full((3, 64, 64), v, dtype=torch.uint8) for v in (0, 128, 255)])
+    assert face_found(flat).tolist() == [False, False, False]
+    assert face_found_rate(flat) == 0.0
+    assert face_found_rate(flat[:, :1, :32, :32].contiguous()) == 0.0  # grey, upscaled to 64 px
+    with pytest.raises(ValueError, match="uint8"):
+        face_found(flat.float())
+
+
+@pytest.mark.data
+def test_face_found_rate_on_real_celeba_faces_at_64_px(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.training.test_data import REAL_ZIP
+
+    if not REAL_ZIP.is_file():
+        pytest.skip(f"{REAL_ZIP} is not here")
+    _detector_or_skip()
+    faces = ev.load_faces(REAL_ZIP, 64, 3, "celeba", cache_dir="data_cache").images[:20]
+    assert face_found_rate(faces) >= 0.9
+    assert face_found_rate(_blur(_blur(faces))) <= face_found_rate(faces)
+
+
+# --------------------------------------------------------------------------- several sources
+
+
+@pytest.fixture
+def two_source_artifact(tmp_path):  # type: ignore[no-untyped-def]
+    """A tiny artifact whose manifest records two .npz sources (20 and 30 images), each split
+    on its own with split_indices(n, 0.2, 3), in train.dataset_info's layout."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny()
+    enc, dec = build_autoencoder(cfg)
+    records, paths = [], {}
+    for name, n, seed in (("alpha", 20, 1), ("beta", 30, 2)):
+        data = tmp_path / f"{name}.npz"
+        np.savez(data, images=synthetic_faces(n, 32, 3, seed=seed).images.permute(0, 2, 3, 1).numpy())
+        n_train, n_val = (len(t) for t in split_indices(n, 0.2, 3))
+        split = {"seed": 3, "val_fraction": 0.2, "train": n_train, "val": n_val}
+        records.append({"name": name, "source": str(data), "images": n, "skipped": 0, "split": split})
+        paths[name] = data
+    manifest = {
+        "dataset": {
+            "name": "alpha+beta",
+            "source": ",".join(str(p) for p in paths.values()),
+            "images": 50,
+            "split": {"seed": 3, "val_fraction": 0.2, "train": 40, "val": 10, "per_source": True},
+            "sources": records,
+        },
+        "metrics": {"train_loss": 2.0},
+    }
+    path = write_artifact(tmp_path / "store", "multi", cfg, enc, dec, manifest=manifest)
+    return path, paths
+
+
+def test_multi_source_manifest_finds_each_sources_split(two_source_artifact) -> None:  # type: ignore[no-untyped-def]
+    path, paths = two_source_artifact
+    manifest = read_manifest(path)
+    for name, n in (("alpha", 20), ("beta", 30)):
+        ds = ev.load_faces(paths[name], 32, 3, "celeba", cache_dir=None)
+        assert ds.source == name
+        record = ev.record_for(manifest, ds)
+        assert record["name"] == name
+        val, note = ev.validation_images(record, ds)
+        _, val_idx = split_indices(n, 0.2, 3)
+        assert torch.equal(val, ds.images[val_idx]) and f"{len(val_idx)} of {n}" in note
+    other = ev.load_faces(paths["alpha"], 32, 3, "celeba", cache_dir=None)
+    other.source = "gamma"
+    with pytest.raises(ev.DatasetError, match="not one of the artifact's training sources"):
+        ev.record_for(manifest, other)
+
+
+def test_evaluate_every_source_and_one_with_data(two_source_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path, paths = two_source_artifact
+    kw = dict(
+        compute_fid=False,
+        compute_faces=False,
+        fid_samples=10,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    m = ev.evaluate_artifact(path, write=True, **kw)  # type: ignore[arg-type]
+    assert list(m["per_source"]) == ["alpha", "beta"]
+    art = load_artifact(path)
+    for name, n in (("alpha", 20), ("beta", 30)):
+        faces = ev.load_faces(paths[name], 32, 3, "celeba", cache_dir=None).images
+        _, val_idx = split_indices(n, 0.2, 3)
+        direct = ev.reconstruction_metrics(art, faces[val_idx], 50, torch.device("cpu"))
+        got = m["per_source"][name]
+        assert got["psnr_db"] == pytest.approx(direct["psnr_db"]) and got["kl"] == pytest.approx(direct["kl"])
+        assert f"{len(val_idx)} of {n}" in got["reconstruction_on"]
+        assert got["sharpness"]["real_n"] == n and got["sharpness"]["samples"] == m["sharpness"]["samples"]
+    # The top level is the first source's, so v2 readers (metrics.psnr_db, ...) keep working.
+    for key in ("psnr_db", "ssim", "kl", "sharpness_samples", "sharpness_recon"):
+        assert m[key] == m["per_source"]["alpha"][key]
+    assert m["evaluated"]["top_level"] == "alpha" and m["evaluated"]["data"] == "alpha+beta"
+    assert "4 of 20" in m["evaluated"]["reconstruction_on"]
+    table = ev.format_table(m)
+    assert "== alpha" in table and "== beta" in table and table.count("Sharpness recon") == 2
+
+    # --data beta: that source only; writing it keeps alpha's figures and the top level.
+    only_b = ev.evaluate_artifact(path, paths["beta"], write=True, **kw)  # type: ignore[arg-type]
+    assert list(only_b["per_source"]) == ["beta"] and "psnr_db" not in only_b
+    written = read_manifest(path)["metrics"]
+    assert set(written["per_source"]) == {"alpha", "beta"} and written["train_loss"] == 2.0
+    assert written["psnr_db"] == pytest.approx(m["per_source"]["alpha"]["psnr_db"])
+    verify_artifact(path)
+
+
+def test_quick_preset_is_recorded_and_written_apart(tiny_artifact, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ev.build_parser().parse_args(["--artifact", "x", "--quick"])
+    assert ev.resolve_counts(args) == ("quick", {"fid_samples": 2000, "fid_real": 2000, "face_samples": 300})
+    args = ev.build_parser().parse_args(["--artifact", "x", "--fid-samples", "500"])
+    assert ev.resolve_counts(args) == (
+        "custom",
+        {"fid_samples": 500, "fid_real": 10_000, "face_samples": 1000},
+    )
+    path, _ = tiny_artifact
+    argv = ["--artifact", str(path), "--quick", "--no-fid", "--no-faces", "--quiet", "--write"]
+    assert ev.main([*argv, "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "Sharpness samples" in out and "Faces" not in out
+    metrics = read_manifest(path)["metrics"]
+    assert "psnr_db" not in metrics  # the standard-protocol figures are not overwritten
+    quick = metrics["quick"]
+    assert quick["evaluated"]["preset"] == "quick" and quick["sharpness"]["samples_n"] == 2000

@@ -46,7 +46,9 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     # What comes back: at most 8 files, each under 16 MiB, none deeper than $OUT/a/b/file.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files), files
-    assert {"summary.json", "run.log", "pytest.txt", "train_log.jsonl", "bench.json"} <= {p.name for p in files}
+    assert {"summary.json", "run.log", "pytest.txt", "train_log.jsonl", "bench.json"} <= {
+        p.name for p in files
+    }
 
     # The artifact travels as a tar, with fp16 weights, and loads back as fp32 networks.
     tar = out / summary["artifacts"]["faces64"]["tar"]

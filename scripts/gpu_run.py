@@ -11,14 +11,15 @@ session a single call. Stages, each with its own budget and each recorded in
 3. ``train``: ``python -m training`` on the carried face packs (.device_data/*.facepack.zip,
    made by scripts/gpu_prepare.sh), the whole uint8 set resident on the GPU, bf16 autocast,
    channels_last, for --train-minutes; exported with fp16 weights so the artifact comes back
-   under 16 MiB. nvidia-smi samples the GPU's utilisation meanwhile. ``--arm-b FLAGS`` trains
-   a second recipe alongside on the same GPU (an A/B at equal device time).
+   under 16 MiB. nvidia-smi samples the GPU's utilisation meanwhile. ``--arm SUFFIX=FLAGS``
+   (repeatable) trains other recipes alongside on the same GPU (an A/B at equal device time).
 4. ``bench``: ``python -m bench`` against ``python -m service`` serving that artifact on the
    device: /generate n = 1 and n = 64 at several concurrencies (p50/p99, faces/s, rows per
    model call, the load generator's CPU).
 
-Files in $OUT: summary.json, run.log, pytest.txt, train_log.jsonl, gpu_util.csv,
-bench.json, and one ARTIFACT.tar per trained arm (unpack into model_store/NAME/).
+Files in $OUT (the device tool returns at most 8): summary.json, run.log (every stage's
+output, the GPU tests' too), gpu_util.csv, bench.json, and NAME-VERSION.tar per trained
+arm (the artifact folder and its train_log.jsonl; unpack into model_store/NAME/).
 """
 
 from __future__ import annotations
@@ -123,12 +124,15 @@ def stage_env(run: Run, device: str) -> None:
 
 
 def stage_tests(run: Run, timeout: float) -> None:
-    out = run.out / "pytest.txt"
+    out = run.out / ".pytest.txt"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/gpu", "-q", "-rs", "-p", "no:cacheprovider"]
     rc, secs = run.sh(cmd, timeout, tee=out)
-    tail = out.read_text(errors="replace").strip().splitlines()[-1:] if out.exists() else []
+    lines = out.read_text(errors="replace").strip().splitlines() if out.exists() else []
+    out.unlink(missing_ok=True)  # its text is in run.log: the 8 files that come back are precious
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     # pytest exits 5 when every test was deselected or none collected; skips are rc 0.
-    run.stage("tests", {"ok": rc == 0, "rc": rc, "seconds": secs, "result": tail[0] if tail else ""})
+    rec = {"ok": rc == 0, "rc": rc, "seconds": secs, "result": lines[-1] if lines else "", "failed": failed}
+    run.stage("tests", rec)
 
 
 def pack_settings(packs: list[Path]) -> dict[str, Any]:
@@ -220,9 +224,13 @@ def utilisation(path: Path) -> dict[str, Any]:
 def stage_train(run: Run, args: argparse.Namespace, packs: list[Path]) -> list[tuple[str, Path]]:
     """Train (and export) arm A, and arm B alongside when asked; returns (name, artifact dir)."""
     settings = pack_settings(packs)
-    arms = [(args.name, [])]
-    if args.arm_b:
-        arms.append((args.name + "-b", shlex.split(args.arm_b)))
+    arms: list[tuple[str, list[str]]] = [(args.name, [])]
+    for spec in args.arm:
+        suffix, _, flags = spec.partition("=")
+        arms.append((f"{args.name}-{suffix}", shlex.split(flags)))
+    # The arms share the machine's cores: each gets its share for its CPU-side work (export's
+    # picture drawing, data decoding), so they do not oversubscribe each other.
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(arms)))}
     monitor = gpu_monitor(run.out / "gpu_util.csv")
     procs = []
     started = time.monotonic()
@@ -231,7 +239,7 @@ def stage_train(run: Run, args: argparse.Namespace, packs: list[Path]) -> list[t
         run.say("$ " + shlex.join(cmd))
         with open(run.out / f"train-{name}.out", "wb") as log:  # the child keeps its own handle
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         procs.append((name, proc))
     timeout = args.train_minutes * 60 + args.train_slack_s
@@ -253,9 +261,6 @@ def stage_train(run: Run, args: argparse.Namespace, packs: list[Path]) -> list[t
         if rc == 0 and versions:
             rec["artifact"] = str(versions[-1])
             exported.append((name, versions[-1]))
-            log_file = args.runs / name / "train_log.jsonl"
-            if name == args.name and log_file.is_file():
-                shutil.copy(log_file, run.out / "train_log.jsonl")
         else:
             rec["ok"] = False
         run.stage(f"train:{name}", rec)
@@ -306,10 +311,13 @@ def stage_bench(run: Run, args: argparse.Namespace, name: str, artifact: Path) -
     run.stage("bench", rec)
 
 
-def pack_artifact(run: Run, name: str, artifact: Path) -> None:
+def pack_artifact(run: Run, name: str, artifact: Path, train_log: Path) -> None:
+    """NAME-VERSION.tar: the artifact folder VERSION/ and, beside it, the run's train_log.jsonl."""
     tar = run.out / f"{name}-{artifact.name}.tar"
     with tarfile.open(tar, "w") as tf:
         tf.add(artifact, arcname=artifact.name)
+        if train_log.is_file():
+            tf.add(train_log, arcname="train_log.jsonl")
     run.summary.setdefault("artifacts", {})[name] = {"tar": tar.name, "bytes": tar.stat().st_size}
     run.save()
 
@@ -347,7 +355,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=100, help="Steps between training log records.")
     p.add_argument("--name", default="faces64", help="Model name of the artifact.")
     p.add_argument("--train-flags", default="", help="Extra flags for python -m training (arm A and B).")
-    p.add_argument("--arm-b", default="", help="Train a second recipe alongside with these extra flags.")
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="SUFFIX=FLAGS",
+        help="Train another recipe alongside, named NAME-SUFFIX, with these extra flags (repeatable): "
+        "an A/B at equal device time.",
+    )
     p.add_argument(
         "--bench-precision", default="fp16", choices=("fp32", "fp16", "bf16"), help="Serving autocast."
     )
@@ -399,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             exported = stage_train(run, args, packs)
         for name, artifact in exported:
-            pack_artifact(run, name, artifact)
+            pack_artifact(run, name, artifact, args.runs / name / "train_log.jsonl")
     if "bench" in stages and exported:
         stage_bench(run, args, *exported[0])
     ok = all(s.get("ok") for s in run.summary["stages"].values())

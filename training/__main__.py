@@ -13,7 +13,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv[:1] == ["export"]:
         a = export_parser().parse_args(argv[1:])
-        print(export_run(a.checkpoint, a.store, a.name, data=a.data, weights_dtype=a.weights_dtype))
+        print(
+            export_run(
+                a.checkpoint, a.store, a.name, data=a.data, weights_dtype=a.weights_dtype, device=a.device
+            )
+        )
         return 0
     from training import distributed as ddp
     from training.train import train
@@ -22,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = train(args)
     info = ddp.init_distributed(args.device)
     if args.export and info.is_main:
-        path = export_run(run_dir, args.store, args.name, weights_dtype=args.weights_dtype)
+        path = export_run(
+            run_dir, args.store, args.name, weights_dtype=args.weights_dtype, device=str(info.device)
+        )
         print(f"exported {path}")
     ddp.shutdown(info)
     return 0

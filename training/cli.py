@@ -65,9 +65,7 @@ def train_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=None, help="Override the preset's image size (32/64/128)."
     )
     g.add_argument("--channels", type=int, default=None, help="Override: 1 (grey) or 3 (RGB).")
-    g.add_argument(
-        "--crop", choices=CROP_MODES, default=None, help="Override the preset's input crop."
-    )
+    g.add_argument("--crop", choices=CROP_MODES, default=None, help="Override the preset's input crop.")
     g.add_argument(
         "--upsample",
         choices=UPSAMPLE_MODES,
@@ -210,6 +208,9 @@ def export_parser() -> argparse.ArgumentParser:
         choices=("fp32", "fp16"),
         default="fp32",
         help="Store the weights in this type (fp16 halves the artifact; the loader casts back to fp32).",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="Where the passes over the training faces run (pictures: CPU)."
     )
     return p
 

@@ -130,10 +130,12 @@ def _cumulative_bn(net: torch.nn.Module) -> Iterator[bool]:
 
 
 @torch.no_grad()
-def recalibrate_encoder_bn(encoder: Encoder, train_u8: torch.Tensor, batch: int, n: int = 4096) -> int:
+def recalibrate_encoder_bn(
+    encoder: Encoder, train_u8: torch.Tensor, batch: int, n: int = 4096, device: str = "cpu"
+) -> int:
     """Recompute the (EMA) encoder's BatchNorm statistics on training faces, for the reason
     ``recalibrate_bn`` gives for the decoder; returns the number of faces used."""
-    encoder = encoder.to("cpu")
+    encoder = encoder.to(device)
     used = min(n, train_u8.shape[0])
     if used < 2:
         return 0
@@ -141,7 +143,8 @@ def recalibrate_encoder_bn(encoder: Encoder, train_u8: torch.Tensor, batch: int,
         if not has_bn:
             return 0
         for i in range(0, used, batch):
-            encoder(uint8_to_model(train_u8[i : min(i + batch, used)]))
+            encoder(uint8_to_model(train_u8[i : min(i + batch, used)].to(device)))
+    encoder.to("cpu")
     return used
 
 
@@ -154,6 +157,7 @@ def recalibrate_bn(
     n: int = 4096,
     seed: int = 0,
     gan_prior: LatentPrior | None = None,
+    device: str = "cpu",
 ) -> int:
     """Recompute the decoder's BatchNorm statistics for its exported (EMA) weights; returns the
     number of training faces used.
@@ -167,8 +171,8 @@ def recalibrate_bn(
     mixture it was trained on. Measured on the bundled v2's run at step 2000: validation PSNR
     19.25 dB with the copied statistics, 20.41 dB recomputed.
     """
-    encoder = encoder.to("cpu").eval()
-    decoder = decoder.to("cpu")
+    encoder = encoder.to(device).eval()
+    decoder = decoder.to(device)
     used = min(n, train_u8.shape[0])
     if used < 2:
         return 0
@@ -178,24 +182,31 @@ def recalibrate_bn(
         if not has_bn:
             return 0
         for i in range(0, used, batch):
-            mu, logvar = encoder(uint8_to_model(train_u8[i : min(i + batch, used)]))  # (b, D) each
+            mu, logvar = encoder(uint8_to_model(train_u8[i : min(i + batch, used)].to(device)))  # (b, D)
+            mu, logvar = mu.cpu(), logvar.cpu()  # noise from the seeded CPU generator
             z = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
             z_p = prior.from_noise(torch.randn(mu.shape, generator=g))
-            decoder(torch.cat([z, z_p]))  # (2b, C, H, W), as in a training step
+            decoder(torch.cat([z, z_p]).to(device))  # (2b, C, H, W), as in a training step
+    encoder.to("cpu")
+    decoder.to("cpu")
     return used
 
 
 @torch.no_grad()
-def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256) -> LatentPrior:
+def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256, device: str = "cpu") -> LatentPrior:
     """The Gaussian of the encoder means of the training faces (see LatentPrior for why);
     N(0, I) when there are too few faces to fit a full covariance."""
-    encoder = encoder.to("cpu").eval()
+    encoder = encoder.to(device).eval()
     if train_u8.shape[0] <= encoder.latent_dim:
         print(f"warning: {train_u8.shape[0]} training faces cannot fit a latent prior; sampling N(0, I).")
         return LatentPrior()
     mu = torch.cat(
-        [encoder(uint8_to_model(train_u8[i : i + batch]))[0] for i in range(0, len(train_u8), batch)]
+        [
+            encoder(uint8_to_model(train_u8[i : i + batch].to(device)))[0].cpu()
+            for i in range(0, len(train_u8), batch)
+        ]
     )
+    encoder.to("cpu")
     return LatentPrior.fit(mu)  # mu: (N, D)
 
 
@@ -223,8 +234,12 @@ def export_run(
     name: str,
     data: str | None = None,
     weights_dtype: str = "fp32",
+    device: str = "cpu",
 ) -> Path:
-    """Export the checkpoint in ``run_dir`` to STORE/NAME/<version>/ and return that path."""
+    """Export the checkpoint in ``run_dir`` to STORE/NAME/<version>/ and return that path.
+
+    ``device`` runs the passes over the training faces (BatchNorm statistics, the latent
+    prior's fit: ~50k encoder passes) there; the pictures are always drawn on CPU in fp32."""
     run_dir = Path(run_dir)
     state = ckpt.load_checkpoint(run_dir)
     cfg = ModelConfig.from_dict(state["model_config"])
@@ -237,12 +252,16 @@ def export_run(
     split = _split_images(args, cfg, data)
     prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
     bn_batch = min(int(args.batch_size), 256)
-    enc_bn_faces = recalibrate_encoder_bn(encoder, split[0], bn_batch) if split and ema_encoder else 0
+    enc_bn_faces = (
+        recalibrate_encoder_bn(encoder, split[0], bn_batch, device=device) if split and ema_encoder else 0
+    )
     if split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
-        prior = fit_prior(encoder, split[0])
+        prior = fit_prior(encoder, split[0], device=device)
     gan_fitted = getattr(args, "gan_prior", "standard") == "fitted"
     bn_faces = (
-        recalibrate_bn(encoder, decoder, split[0], bn_batch, gan_prior=prior if gan_fitted else None)
+        recalibrate_bn(
+            encoder, decoder, split[0], bn_batch, gan_prior=prior if gan_fitted else None, device=device
+        )
         if split is not None
         else 0
     )

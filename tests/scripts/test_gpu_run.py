@@ -17,6 +17,12 @@ from facegen_core.artifact import load_artifact
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _unpack(tar: Path, dest: Path) -> Path:
+    with tarfile.open(tar) as tf:
+        tf.extractall(dest, filter="data")
+    return dest
+
+
 def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
@@ -26,6 +32,7 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
         "--device=cpu",
         "--rehearsal",
         "--train-minutes=0.3",
+        "--arm=pool2=--pixel-pool 2",
         f"--store={tmp_path / 'store'}",
         f"--runs={tmp_path / 'runs'}",
     ]
@@ -35,7 +42,8 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
     stages = summary["stages"]
-    assert set(stages) == {"env", "tests", "train:faces64", "bench"}
+    assert set(stages) == {"env", "tests", "train:faces64", "train:faces64-pool2", "bench"}
+    assert stages["train:faces64-pool2"]["ok"] and stages["train:faces64-pool2"]["steps"] >= 2
     assert "skipped" in stages["tests"]["result"]  # no CUDA here: the gpu tests skip, none fail
     train = stages["train:faces64"]
     assert train["steps"] >= 2 and train["images_per_s"] > 0
@@ -46,7 +54,7 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     # What comes back: at most 8 files, each under 16 MiB, none deeper than $OUT/a/b/file.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files), files
-    assert {"summary.json", "run.log", "pytest.txt", "train_log.jsonl", "bench.json"} <= {
+    assert {"summary.json", "run.log", "bench.json", "faces64-1.tar", "faces64-pool2-1.tar"} <= {
         p.name for p in files
     }
 
@@ -54,8 +62,11 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     tar = out / summary["artifacts"]["faces64"]["tar"]
     with tarfile.open(tar) as tf:
         tf.extractall(tmp_path / "back" / "faces64", filter="data")
+    assert (tmp_path / "back" / "faces64" / "train_log.jsonl").is_file()
     art = load_artifact(tmp_path / "back" / "faces64" / "1")
     assert art.manifest["weights_dtype"] == "fp16"
     assert all(p.dtype == torch.float32 for p in art.decoder.parameters())
     assert art.manifest["dataset"]["name"] == "synthetic"
     assert art.config.input_crop == "align"  # the packs' crop, passed through to the served config
+    arm_b = load_artifact(_unpack(out / summary["artifacts"]["faces64-pool2"]["tar"], tmp_path / "b") / "1")
+    assert arm_b.manifest["training"]["args"]["pixel_pool"] == 2

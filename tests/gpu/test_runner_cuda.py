@@ -49,9 +49,14 @@ def test_a_face_alone_equals_it_in_any_batch_with_graphs(cuda_runner: RunnerFact
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_decoder_floats_do_not_depend_on_the_batch(cuda_runner: RunnerFactory, model: str) -> None:
-    """Stronger than pixels: the graph's float output for a row is bit-identical wherever the
-    row sits among 64 (what the module docstring's argument rests on)."""
+def test_decoder_floats_barely_depend_on_the_batch(cuda_runner: RunnerFactory, model: str) -> None:
+    """A row's float output wherever it sits among 64 differs by rounding at most.
+
+    Not bit-identical: measured on an H200 (torch 2.11, cuDNN, 2026-11-30), the tiny model's
+    floats for a row alone and at its place among 64 differed (the small model's did not), so
+    cuDNN's kernels round by position there. What the runner promises is the uint8 pixels
+    (``test_a_face_alone_equals_it_in_any_batch_with_graphs``): a rounding-level float
+    difference changes a pixel only when a value sits on a rounding edge."""
     r = cuda_runner(model_name=model, cuda_graphs=True)
     graph = r._graphs["decode"]
     z = torch.from_numpy(_latents(r, 2000, 64)).to(r.device)
@@ -60,8 +65,8 @@ def test_decoder_floats_do_not_depend_on_the_batch(cuda_runner: RunnerFactory, m
         alone = torch.cat([r._chunked(graph, z[i : i + 1]) for i in range(64)])
         perm = torch.randperm(64, generator=torch.Generator().manual_seed(0)).to(r.device)
         shuffled = r._chunked(graph, z[perm])
-    assert torch.equal(alone, together)
-    assert torch.equal(shuffled, together[perm])
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shuffled, together[perm], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,8 +1,9 @@
-"""The bundled model: checksums, and its faces for a fixed seed against a committed reference.
+"""The bundled models: checksums, and each one's faces for a fixed seed against a committed
+reference (``reference_NAME-VERSION_seed1000_n8.png``).
 
-A change that breaks the artifact, the loader, the latent seeding or the decoding path shows
-up here as different pixels. Regenerate the reference (only when the bundled model changes on
-purpose) with ``python -m tests.model_store.test_shipped_model``.
+A change that breaks an artifact, the loader, the latent seeding or the decoding path shows
+up here as different pixels. Write the reference of a newly bundled model (only then) with
+``python -m tests.model_store.test_shipped_model``; existing references are never rewritten.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from facegen_core.preprocess import model_to_uint8
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / "model_store"
-REFERENCE = Path(__file__).with_name("reference_seed1000_n8.png")
 SEED, N = 1000, 8
+DEFAULT = "faces64"
+BUNDLED = [
+    (name, version) for name in ModelStore(STORE).models() for version in ModelStore(STORE).versions(name)
+]
+
+
+def reference(name: str, version: int) -> Path:
+    return Path(__file__).with_name(f"reference_{name}-{version}_seed{SEED}_n{N}.png")
 
 
 def _faces(path: Path) -> np.ndarray:
@@ -37,9 +45,9 @@ def _faces(path: Path) -> np.ndarray:
     return make_grid(faces, ncols=N, padding=0)
 
 
-def test_store_default_is_the_bundled_model() -> None:
+def test_store_default_is_the_newest_bundled_model() -> None:
     store = ModelStore(STORE)
-    assert store.default_name() == "celeba64"
+    assert store.default_name() == DEFAULT
     manifest = json.loads((store.resolve() / "manifest.json").read_text())
     assert manifest["dataset"]["name"].startswith("celeba")
     assert "non-commercial" in manifest["dataset"]["licence"]
@@ -47,17 +55,19 @@ def test_store_default_is_the_bundled_model() -> None:
         assert key in manifest["training"], key
 
 
-def test_manifest_hashes_match_the_files() -> None:
-    path = ModelStore(STORE).resolve()
+@pytest.mark.parametrize(("name", "version"), BUNDLED)
+def test_manifest_hashes_match_the_files(name: str, version: int) -> None:
+    path = ModelStore(STORE).resolve(name, version)
     manifest = json.loads((path / "manifest.json").read_text())
     for name, meta in manifest["files"].items():
         assert sha256_file(path / name) == meta["sha256"], name
     assert (path / "model.safetensors").stat().st_size <= 25_000_000
 
 
-def test_fixed_seed_faces_match_the_reference() -> None:
-    got = _faces(ModelStore(STORE).resolve()).astype(np.int16)
-    want = np.asarray(Image.open(REFERENCE).convert("RGB"), dtype=np.int16)
+@pytest.mark.parametrize(("name", "version"), BUNDLED)
+def test_fixed_seed_faces_match_the_reference(name: str, version: int) -> None:
+    got = _faces(ModelStore(STORE).resolve(name, version)).astype(np.int16)
+    want = np.asarray(Image.open(reference(name, version)).convert("RGB"), dtype=np.int16)
     assert got.shape == want.shape
     diff = np.abs(got - want)
     # Bit-exact on the machine that made it; float reduction order on other CPUs may move a
@@ -79,5 +89,8 @@ def test_a_tampered_copy_is_refused(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    Image.fromarray(_faces(ModelStore(STORE).resolve())).save(REFERENCE)
-    print(f"wrote {REFERENCE}")
+    for name, version in BUNDLED:
+        ref = reference(name, version)
+        if not ref.exists():
+            Image.fromarray(_faces(ModelStore(STORE).resolve(name, version))).save(ref)
+            print(f"wrote {ref}")

@@ -104,7 +104,8 @@ class ServiceMiddleware:
 
         try:
             length = Headers(scope=scope).get("content-length", "")
-            if length.isdigit() and int(length) > self.max_bytes:
+            # ASCII digits of a sane length: "²" passes str.isdigit() but not int().
+            if length.isascii() and length.isdigit() and len(length) < 20 and int(length) > self.max_bytes:
                 await problem_response(self.too_large(), self.metrics)(scope, receive, send_with_timing)
                 return
             await self.app(scope, receive_with_limit, send_with_timing)

@@ -155,6 +155,12 @@ def test_malformed_json_and_wrong_content_types(client: httpx.Client) -> None:
         ({"format": "mp4"}, "format"),
         ({"colour": "red"}, "colour"),
         ({"end_seed": "-3"}, "end_seed"),
+        # str.isdigit() accepts these; int() does not (they were 500s; issue 12).
+        ({"end_seed": "²"}, "end_seed"),
+        ({"end_seed": "¹²"}, "end_seed"),
+        ({"end_seed": "٣"}, "end_seed"),  # Arabic-Indic three: int() takes it, the API does not
+        ({"end_seed": "9" * 5000}, "end_seed"),  # past int()'s 4,300-digit limit
+        ({"end_seed": str(2**63)}, "end_seed"),
     ],
 )
 def test_interpolate_form_fields(client: httpx.Client, data: dict[str, str], field: str) -> None:

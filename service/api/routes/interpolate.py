@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,9 @@ def _form_align(form: FormData) -> bool | None:
         ) from None
 
 
+_SEED_TEXT = re.compile(rf"[0-9]{{1,{len(str(MAX_SEED))}}}")
+
+
 def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
     image, seed = form.get(f"{side}_image"), form.get(f"{side}_seed")
     if isinstance(image, FormFile):
@@ -123,7 +127,9 @@ def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
     if image is not None:
         raise InvalidFieldError(f"Field '{side}_image' must be a file, not text.", field=f"{side}_image")
     if isinstance(seed, str):
-        if not seed.isdigit() or int(seed) > MAX_SEED:
+        # ASCII digits only, and no more than MAX_SEED has: str.isdigit() also accepts "²" or
+        # "¹²", which int() refuses, and int() refuses more than 4,300 digits (both were 500s).
+        if not _SEED_TEXT.fullmatch(seed) or int(seed) > MAX_SEED:
             raise InvalidFieldError(
                 f"Field '{side}_seed' must be an integer from 0 to {MAX_SEED}.", field=f"{side}_seed"
             )

@@ -328,6 +328,7 @@ def check_ranks_agree(nets: Nets, step: int, run_dir: Path, info: ddp.DistInfo) 
             ("decoder", unwrap(nets.decoder)),
             ("discriminator", unwrap(nets.discriminator)),
             ("decoder_ema", nets.ema.shadow),
+            *((("encoder_ema", nets.ema_encoder.shadow),) if nets.ema_encoder is not None else ()),
         )
     }
     if info.is_main:

@@ -18,7 +18,7 @@ from training.distributed import parameter_sha256
 from training.train import RANKS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
-NETS = ("encoder", "decoder", "discriminator", "decoder_ema")
+NETS = ("encoder", "decoder", "discriminator", "decoder_ema", "encoder_ema")
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -62,11 +62,11 @@ def test_torchrun_two_ranks_agree_and_rank0_exports(tmp_path: Path) -> None:
         assert len(digests[name]) == 2 and digests[name][0] == digests[name][1], name
 
     # Rank 0 alone exported (one version, one "exported" line), and what it exported is
-    # exactly those weights: the encoder and the EMA decoder.
+    # exactly those weights: the EMA encoder and the EMA decoder (--ema-encoder, the default).
     assert out.count("exported ") == 1
     assert [p.name for p in (store / "ddp").iterdir()] == ["1"]
     art = load_artifact(store / "ddp" / "1")
-    assert parameter_sha256([art.encoder]) == digests["encoder"][0]
+    assert parameter_sha256([art.encoder]) == digests["encoder_ema"][0]
     assert parameter_sha256([art.decoder]) == digests["decoder_ema"][0]
     tr = art.manifest["training"]
     assert tr["world_size"] == 2 and tr["steps"] == 4

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from facegen_core import ModelConfig, build_autoencoder, write_artifact
-from tests.service.live import tiny_artifact, tiny_prior
+from facegen_core import ModelConfig
+from tests.service.live import random_artifact, tiny_artifact
 
 if TYPE_CHECKING:
     from service.runner import ModelRunner
@@ -38,24 +38,7 @@ CUDA = [
 def small_artifact(store: Path, name: str = "small", seed: int = 0) -> Path:
     """``ModelConfig.small()`` at 64×64 with seeded random weights and BN statistics (the
     service's real shape, unlike the 32×32 tiny model)."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig.small()
-    encoder, decoder = build_autoencoder(cfg)
-    for net in (encoder, decoder):
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return write_artifact(
-        store,
-        name,
-        cfg,
-        encoder,
-        decoder,
-        manifest={"note": "gpu test model"},
-        prior=tiny_prior(cfg.latent_dim),
-    )
+    return random_artifact(store, name, ModelConfig.small(), seed, "gpu test model")
 
 
 @pytest.fixture(scope="session")

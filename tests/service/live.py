@@ -40,13 +40,13 @@ def tiny_prior(latent_dim: int, seed: int = 0) -> LatentPrior:
     return LatentPrior(mean=torch.randn(latent_dim, generator=g), scale_tril=scale_tril)
 
 
-def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0, **config: Any) -> Path:
-    """A tiny VAE-GAN with seeded random weights (BatchNorm statistics randomised too, so
+def random_artifact(
+    store: Path, name: str, cfg: ModelConfig, seed: int = 0, note: str = "test model"
+) -> Path:
+    """A VAE-GAN of ``cfg`` with seeded random weights (BatchNorm statistics randomised too, so
     eval-mode BN is not the identity and the decoder's output depends on every layer) and a
-    fitted-style latent prior. ``config`` overrides ModelConfig.tiny()'s fields (e.g.
-    input_crop="align")."""
+    fitted-style latent prior, written to ``store``."""
     torch.manual_seed(seed)
-    cfg = ModelConfig.tiny(**config)
     encoder, decoder = build_autoencoder(cfg)
     for net in (encoder, decoder):
         for m in net.modules():
@@ -55,14 +55,14 @@ def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0, **config: Any)
                 m.running_mean.normal_(0.0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     return write_artifact(
-        store,
-        name,
-        cfg,
-        encoder,
-        decoder,
-        manifest={"note": "service test model"},
-        prior=tiny_prior(cfg.latent_dim),
+        store, name, cfg, encoder, decoder, manifest={"note": note}, prior=tiny_prior(cfg.latent_dim)
     )
+
+
+def tiny_artifact(store: Path, name: str = "tiny", seed: int = 0, **config: Any) -> Path:
+    """``random_artifact`` of ModelConfig.tiny(); ``config`` overrides its fields (e.g.
+    input_crop="align")."""
+    return random_artifact(store, name, ModelConfig.tiny(**config), seed, "service test model")
 
 
 def free_port() -> int:

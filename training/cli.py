@@ -10,6 +10,16 @@ from facegen_core.networks import DIS_NORMS
 from training.losses import GAN_LOSSES
 
 
+def add_weights_dtype(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--weights-dtype, shared by training (its export) and ``export``."""
+    p.add_argument(
+        "--weights-dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="How the exported artifact stores its weights (fp16 halves it; the loader casts back to fp32).",
+    )
+
+
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training",
@@ -184,12 +194,7 @@ def train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a tqdm bar.")
     g.add_argument("--sample-seed", type=int, default=0, help="Seed of samples.png (latents_for_seeds).")
-    g.add_argument(
-        "--weights-dtype",
-        choices=("fp32", "fp16"),
-        default="fp32",
-        help="How the exported artifact stores its weights (fp16 halves it; loaders cast to fp32).",
-    )
+    add_weights_dtype(g)
     g.add_argument("--sample-temperature", type=float, default=1.0, help="Temperature of samples.png.")
     return p
 
@@ -204,12 +209,7 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="model_store", help="Model store directory.")
     p.add_argument("--name", default="facegen", help="Model name inside the store.")
     p.add_argument("--data", default=None, help="Data path for interpolation.png if it moved since training.")
-    p.add_argument(
-        "--weights-dtype",
-        choices=("fp32", "fp16"),
-        default="fp32",
-        help="Store the weights in this type (fp16 halves the artifact; the loader casts back to fp32).",
-    )
+    add_weights_dtype(p)
     p.add_argument(
         "--device", default="cpu", help="Where the passes over the training faces run (pictures: CPU)."
     )

@@ -53,7 +53,6 @@ class StepConfig:
     r1_every: int
     augment: tuple[str, ...]
     precision: str  # "fp32" | "bf16"
-    gan_prior: str = "standard"  # "standard": z_p ~ N(0, I); "fitted": the running Gaussian of μ
     dis_l_per_channel: bool = False  # Dis_l likelihood with per-channel variances (losses.py)
     pixel_pool: int = 1  # pixel term on pool×pool average-pooled images
 
@@ -70,7 +69,7 @@ class Nets:
     opt_dis: torch.optim.Optimizer
     ema: EMA
     ema_encoder: EMA | None = None  # exported instead of the live encoder when present
-    gan_prior: RunningGaussian | None = None  # where z_p comes from when StepConfig.gan_prior == "fitted"
+    gan_prior: RunningGaussian | None = None  # z_p's distribution (--gan-prior fitted); None: N(0, I)
 
 
 def unwrap(m: nn.Module) -> nn.Module:
@@ -128,7 +127,7 @@ def compute_losses(nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfi
         # sample in one batch, so its DDP wrapper sees a single forward.
         mu, logvar = enc(x)  # (B, D) each
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation
-        if cfg.gan_prior == "fitted" and nets.gan_prior is not None:
+        if nets.gan_prior is not None:
             nets.gan_prior.update(mu)
             z_p = nets.gan_prior.sample(mu)  # z_p ~ N(m, C), what serving samples from (prior.py)
         else:

@@ -219,7 +219,6 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
         r1_every=max(1, args.r1_every),
         augment=parse_policy(args.diffaugment),
         precision=precision,
-        gan_prior=getattr(args, "gan_prior", "standard"),
         dis_l_per_channel=getattr(args, "dis_l_norm", "none") == "channel",
         pixel_pool=max(1, int(getattr(args, "pixel_pool", 1))),
     )

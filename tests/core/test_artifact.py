@@ -24,6 +24,7 @@ from facegen_core import (
 )
 from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder
+from tests.nets import randomise_batchnorm
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "model_store" / "celeba64" / "2"
@@ -135,13 +136,9 @@ def _seeded_nets(cfg: ModelConfig) -> tuple[Encoder, Decoder]:
     stay fp32 however the parameters are stored."""
     torch.manual_seed(0)
     enc, dec = build_autoencoder(cfg)
-    for net in (enc, dec):
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        net.eval()
+    randomise_batchnorm(enc, dec)
+    enc.eval()
+    dec.eval()
     bn = next(m for m in dec.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert bn.running_var is not None
     bn.running_var[0] = 1e5

@@ -25,6 +25,7 @@ from PIL import Image
 
 from facegen_core import ModelConfig, build_autoencoder, write_artifact
 from facegen_core.latent import LatentPrior
+from tests.nets import randomise_batchnorm
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -48,12 +49,7 @@ def random_artifact(
     fitted-style latent prior, written to ``store``."""
     torch.manual_seed(seed)
     encoder, decoder = build_autoencoder(cfg)
-    for net in (encoder, decoder):
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
+    randomise_batchnorm(encoder, decoder)
     return write_artifact(
         store, name, cfg, encoder, decoder, manifest={"note": note}, prior=tiny_prior(cfg.latent_dim)
     )

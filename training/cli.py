@@ -47,6 +47,14 @@ def train_parser() -> argparse.ArgumentParser:
         default=True,
         help="Export an artifact when training stops.",
     )
+    g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="ARTIFACT",
+        help="Start from this exported artifact's encoder, decoder and latent prior (a model-store "
+        "version folder); the discriminator and optimiser start fresh. The architecture flags must "
+        "match the artifact's.",
+    )
     g.add_argument("--cache-dir", default="data_cache", help="Where decoded data sets are cached ('' = off).")
     g.add_argument("--limit", type=int, default=None, help="Use only the first N images of --data.")
     g.add_argument("--val-fraction", type=float, default=0.05, help="Held-out validation share.")

@@ -298,6 +298,7 @@ def export_run(
                 if enc_bn_faces
                 else "copied from training"
             ),
+            **({"init_from": state["init_from"]} if "init_from" in state else {}),
             "args": state["args"],
         },
         "samples": {"seed": seed, "temperature": temperature, "n": N_SAMPLES},

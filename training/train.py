@@ -26,6 +26,7 @@ from training.data import FaceDataset, load_faces, split_indices, synthetic_face
 from training.ema import EMA
 from training.prior import RunningGaussian
 from training.step import Nets, StepConfig, train_step, unwrap
+from training.warm_start import WarmStartError, warm_start
 
 CELEBA_LICENCE = (
     "CelebA: non-commercial research only (MMLAB, CUHK); weights trained on it inherit these terms"
@@ -267,8 +268,10 @@ def capture(
     precision: str,
     device: torch.device,
     world: int,
+    init_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
+        **({"init_from": init_from} if init_from is not None else {}),
         "step": step,
         "images_seen": images_seen,
         "wall_time_s": wall,
@@ -371,7 +374,9 @@ def train(args: argparse.Namespace) -> Path:
     nets = build_nets(cfg, args, info)
     scfg = step_config(args, device)
     step, images_seen, wall_before = 0, 0, 0.0
+    init_from: dict[str, Any] | None = None
     if state is not None:
+        init_from = state.get("init_from")
         restore(nets, state, device)
         step, images_seen, wall_before = (
             int(state["step"]),
@@ -382,6 +387,13 @@ def train(args: argparse.Namespace) -> Path:
             ckpt.truncate_log(run_dir, step)
         del state
     else:
+        if getattr(args, "init_from", None):
+            try:
+                init_from = warm_start(nets, cfg, args.init_from)
+            except WarmStartError as e:
+                raise SystemExit(str(e)) from e
+            if info.is_main:
+                print(f"warm start from {init_from['name']} v{init_from['version']} ({args.init_from})")
         torch.manual_seed(args.seed + 7919 * info.rank)  # noise/augment stream per rank
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -414,6 +426,7 @@ def train(args: argparse.Namespace) -> Path:
                     scfg.precision,
                     device,
                     info.world_size,
+                    init_from,
                 ),
             )
 

@@ -140,7 +140,7 @@ def validation_images(record: dict[str, Any], ds: FaceDataset) -> tuple[torch.Te
     """The held-out images of one source's training split, and a note on how they were found.
 
     record['split'] = {seed, val_fraction, train, val} reproduces the split with
-    ``split_indices(train + val, val_fraction, seed)`` (training/train.py splits every source
+    ``split_indices(train + val, val_fraction, seed)`` (training/run_data.py splits every source
     on its own with that rule). Training on ``--limit n`` used the data set's first n images,
     so a larger set is cut to n first.
     """

@@ -24,7 +24,7 @@ from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
 from training.data import DatasetError
-from training.train import load_datasets, split_datasets
+from training.run_data import load_datasets, split_datasets
 
 N_SAMPLES = 64
 INTERP_STEPS = 10

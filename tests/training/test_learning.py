@@ -11,8 +11,9 @@ from facegen_core.preprocess import uint8_to_model
 from training.cli import parse_train_args
 from training.data import split_indices, synthetic_faces
 from training.distributed import DistInfo
+from training.run_data import batch_indices
 from training.step import Nets, train_step
-from training.train import batch_indices, build_nets, model_config, step_config
+from training.train import build_nets, model_config, step_config
 
 CPU = DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
 STEPS = 200

@@ -50,7 +50,7 @@ def sample_grid(
     n: int = N_SAMPLES,
     prior: LatentPrior | None = None,
 ) -> np.ndarray:
-    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(latents_for_seeds(seed, n, D, t))."""
+    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(noise_for_seeds(seed, n, D, t))."""
     decoder = decoder.to("cpu").eval()
     z = (prior or LatentPrior()).latents_for_seeds(seed, n, cfg.latent_dim, temperature)  # (n, D)
     return make_grid(_to_hwc(decoder(z)), ncols=8, padding=2)

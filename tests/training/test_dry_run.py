@@ -31,6 +31,9 @@ from facegen_core.latent import noise_for_seeds
 from facegen_core.networks import count_parameters
 from facegen_core.preprocess import model_to_uint8
 
+# The documented `python -m training --dry-run` in a subprocess: ~30 s of training and export.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 NAME = "dry-test"
 ARTIFACT_FILES = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from facegen_core.preprocess import uint8_to_model
@@ -35,6 +36,7 @@ def held_out_mse(nets: Nets, val: torch.Tensor) -> tuple[float, float]:
     return raw, ema
 
 
+@pytest.mark.slow  # a real (short) training run: about a minute on 2 cores
 def test_reconstruction_error_falls_by_half() -> None:
     torch.set_num_threads(1)
     # The CLI's defaults for everything (β, γ, pixel weight, NS loss, R1, DiffAugment, spectral

@@ -62,6 +62,20 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "sle
     raise ValueError(f"Unknown interpolation method {method!r}; use 'slerp' or 'lerp'.")
 
 
+def _check_gaussian(mean: torch.Tensor, scale_tril: torch.Tensor) -> None:
+    """Raise ValueError unless mean (D,) and scale_tril (D, D) describe a valid Gaussian."""
+    d = mean.shape
+    if mean.dim() != 1 or tuple(scale_tril.shape) != (d[0], d[0]):
+        raise ValueError(
+            f"Latent prior shapes mean {tuple(mean.shape)} and scale_tril "
+            f"{tuple(scale_tril.shape)} do not fit together; want (D,) and (D, D)."
+        )
+    if not bool(torch.isfinite(scale_tril).all() and torch.isfinite(mean).all()):
+        raise ValueError("The latent prior holds non-finite values.")
+    if not bool((scale_tril.diagonal() > 0).all()) or not torch.equal(scale_tril, scale_tril.tril()):
+        raise ValueError("Latent prior scale_tril must be lower-triangular with a positive diagonal.")
+
+
 @dataclass(frozen=True)
 class LatentPrior:
     """The distribution faces are sampled from: z = mean + scale_tril @ ε, with ε ~ N(0, I).
@@ -88,17 +102,7 @@ class LatentPrior:
         if (self.mean is None) != (self.scale_tril is None):
             raise ValueError("A latent prior needs both mean and scale_tril, or neither.")
         if self.mean is not None and self.scale_tril is not None:
-            d = self.mean.shape
-            if self.mean.dim() != 1 or tuple(self.scale_tril.shape) != (d[0], d[0]):
-                raise ValueError(
-                    f"Latent prior shapes mean {tuple(self.mean.shape)} and scale_tril "
-                    f"{tuple(self.scale_tril.shape)} do not fit together; want (D,) and (D, D)."
-                )
-            diag = self.scale_tril.diagonal()
-            if not bool(torch.isfinite(self.scale_tril).all() and torch.isfinite(self.mean).all()):
-                raise ValueError("The latent prior holds non-finite values.")
-            if not bool((diag > 0).all()) or not torch.equal(self.scale_tril, self.scale_tril.tril()):
-                raise ValueError("Latent prior scale_tril must be lower-triangular with a positive diagonal.")
+            _check_gaussian(self.mean, self.scale_tril)
 
     @property
     def is_standard(self) -> bool:

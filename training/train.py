@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,20 @@ from training.warm_start import WarmStartError, warm_start
 
 # Written by rank 0 of a torchrun run: every rank's parameter sha256 after the last step.
 RANKS_FILE = "ranks.json"
+# --config presets, and the architecture flags that override them (flag -> ModelConfig field).
+CONFIG_PRESETS: dict[str, Callable[..., ModelConfig]] = {
+    "default": ModelConfig,
+    "small": ModelConfig.small,
+    "tiny": ModelConfig.tiny,
+}
+CONFIG_FLAGS = {
+    "latent_dim": "latent_dim",
+    "image_size": "image_size",
+    "channels": "channels",
+    "kernel_size": "kernel_size",
+    "crop": "input_crop",
+    "upsample": "upsample",
+}
 # The loss terms the progress bar shows (the log has them all).
 BAR_TERMS = ("prior", "dis_l", "pixel", "gan_g", "gan_d")
 
@@ -114,21 +129,15 @@ def start_fresh(run: Run) -> None:
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    overrides: dict[str, Any] = {}
-    for key in ("latent_dim", "image_size", "channels", "kernel_size"):
-        if getattr(args, key, None) is not None:  # older checkpoints lack newer flags
-            overrides[key] = getattr(args, key)
-    if args.crop is not None:
-        overrides["input_crop"] = args.crop
-    if getattr(args, "upsample", None) is not None:
-        overrides["upsample"] = args.upsample
-    if args.config == "default":
-        return ModelConfig(**overrides)
-    if args.config == "small":
-        return ModelConfig.small(**overrides)
-    if args.config == "tiny":
-        return ModelConfig.tiny(**overrides)
-    raise ValueError(f"Unknown --config {args.config!r}; use default, small or tiny.")
+    """--config's preset with every architecture flag that was given (None: the preset's)."""
+    overrides: dict[str, Any] = {
+        field_name: getattr(args, flag)
+        for flag, field_name in CONFIG_FLAGS.items()
+        if getattr(args, flag, None) is not None  # older checkpoints lack newer flags
+    }
+    if args.config not in CONFIG_PRESETS:
+        raise ValueError(f"Unknown --config {args.config!r}; use default, small or tiny.")
+    return CONFIG_PRESETS[args.config](**overrides)
 
 
 def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -> Nets:

@@ -50,6 +50,25 @@ class FakeModel:
         return {float(v) for c in self.calls for v in c.ravel()}
 
 
+class RecordingObserver:
+    """The batcher's metrics hooks, recorded: (op, rows) depths, (op, rows, jobs) batches,
+    (op, reason, rows) drops."""
+
+    def __init__(self) -> None:
+        self.depths: list[tuple[str, int]] = []
+        self.batches: list[tuple[str, int, int]] = []
+        self.drops: list[tuple[str, str, int]] = []
+
+    def queue_depth(self, op: str, rows: int) -> None:
+        self.depths.append((op, rows))
+
+    def batch_done(self, op: str, rows: int, waits_s: list[float], inference_s: float) -> None:
+        self.batches.append((op, rows, len(waits_s)))
+
+    def dropped(self, op: str, reason: str, rows: int) -> None:
+        self.drops.append((op, reason, rows))
+
+
 @pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=1)
@@ -207,19 +226,31 @@ def test_a_failing_batch_fails_only_its_own_jobs(executor: ThreadPoolExecutor) -
     np.testing.assert_array_equal(after.output, rows(50, 1) * 2)
 
 
-def test_a_caller_is_answered_at_its_deadline_and_its_rows_dropped(executor: ThreadPoolExecutor) -> None:
+@pytest.mark.parametrize("expires", ["while_its_caller_waits", "before_its_batch_forms"])
+def test_expired_rows_are_answered_504_and_never_reach_the_model(
+    expires: str, executor: ThreadPoolExecutor
+) -> None:
+    """Either way a job can expire: its caller's wait ends first (a 50 ms deadline), or the
+    next batch forms after its deadline (15 s on the batcher's clock, passed by advancing it)."""
     model = FakeModel()
     model.gate.clear()
+    clock = FakeClock()
+    observer = RecordingObserver()
 
     async def body() -> list[Any]:
-        b = make(model, executor, max_delay_s=0.0)
+        b = make(model, executor, max_delay_s=0.0, clock=clock, observer=observer)
         b.start()
-        held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline()))
+        held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline(clock=clock)))
         await until(model.entered.is_set)
-        late = asyncio.ensure_future(b.run("decode", rows(500, 3), deadline=deadline(0.05)))
-        ok = asyncio.ensure_future(b.run("decode", rows(600, 2), deadline=deadline()))
-        await until(late.done)  # answered while the model is still busy with the held row
-        assert b.queued_rows == 2  # only ``ok``'s rows are left
+        late_s = 0.05 if expires == "while_its_caller_waits" else 15.0
+        late = asyncio.ensure_future(b.run("decode", rows(500, 3), deadline=deadline(late_s, clock)))
+        ok = asyncio.ensure_future(b.run("decode", rows(600, 2), deadline=deadline(clock=clock)))
+        if expires == "while_its_caller_waits":
+            await until(late.done)  # answered while the model is still busy with the held row
+            assert b.queued_rows == 2  # only ``ok``'s rows are left
+        else:
+            await until(lambda: b.queued_rows == 5)
+            clock.advance(20)  # the next batch forms at +20 s, past ``late``'s deadline
         model.gate.set()
         out = await asyncio.gather(held, late, ok, return_exceptions=True)
         await b.stop()
@@ -229,45 +260,7 @@ def test_a_caller_is_answered_at_its_deadline_and_its_rows_dropped(executor: Thr
     assert isinstance(late, DeadlineExceededError) and late.status == 504
     np.testing.assert_array_equal(ok.output, rows(600, 2) * 2)
     assert not {500.0, 501.0, 502.0} & model.seen()  # never computed
-    assert model.sizes == [1, 2]
-
-
-def test_rows_expired_by_the_time_a_batch_forms_never_reach_the_model(executor: ThreadPoolExecutor) -> None:
-    model = FakeModel()
-    model.gate.clear()
-    clock = FakeClock()
-    dropped: list[tuple[str, str, int]] = []
-
-    class Observer:
-        def queue_depth(self, op: str, n: int) -> None:
-            pass
-
-        def batch_done(self, op: str, n: int, waits: list[float], inference_s: float) -> None:
-            pass
-
-        def dropped(self, op: str, reason: str, n: int) -> None:
-            dropped.append((op, reason, n))
-
-    async def body() -> list[Any]:
-        b = make(model, executor, max_delay_s=0.0, clock=clock, observer=Observer())
-        b.start()
-        held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline(clock=clock)))
-        await until(model.entered.is_set)
-        # 15 s on the batcher's clock (and its caller's wait): passed by advancing the clock.
-        late = asyncio.ensure_future(b.run("decode", rows(500, 3), deadline=deadline(15, clock)))
-        ok = asyncio.ensure_future(b.run("decode", rows(600, 2), deadline=deadline(clock=clock)))
-        await until(lambda: b.queued_rows == 5)
-        clock.advance(20)
-        model.gate.set()  # the next batch forms at +20 s: ``late`` is past its deadline
-        out = await asyncio.gather(held, late, ok, return_exceptions=True)
-        await b.stop()
-        return list(out)
-
-    _, late, ok = run(body)
-    assert isinstance(late, DeadlineExceededError) and late.status == 504
-    np.testing.assert_array_equal(ok.output, rows(600, 2) * 2)
-    assert not {500.0, 501.0, 502.0} & model.seen()
-    assert model.sizes == [1, 2] and dropped == [("decode", "deadline_exceeded", 3)]
+    assert model.sizes == [1, 2] and observer.drops == [("decode", "deadline_exceeded", 3)]
 
 
 def test_rows_of_a_cancelled_or_disconnected_caller_are_dropped(executor: ThreadPoolExecutor) -> None:
@@ -376,24 +369,14 @@ def test_a_function_returning_the_wrong_row_count_fails_the_batch(executor: Thre
 
 
 def test_observer_sees_batches_and_depth(executor: ThreadPoolExecutor) -> None:
-    seen: dict[str, list[Any]] = {"depth": [], "batch": []}
-
-    class Observer:
-        def queue_depth(self, op: str, n: int) -> None:
-            seen["depth"].append((op, n))
-
-        def batch_done(self, op: str, n: int, waits: list[float], inference_s: float) -> None:
-            seen["batch"].append((op, n, len(waits)))
-
-        def dropped(self, op: str, reason: str, n: int) -> None:
-            pass
+    observer = RecordingObserver()
 
     async def body() -> None:
-        b = make(FakeModel(), executor, observer=Observer(), max_delay_s=0.05)
+        b = make(FakeModel(), executor, observer=observer, max_delay_s=0.05)
         b.start()
         await asyncio.gather(*(b.run("decode", rows(i, 2), deadline=deadline()) for i in range(3)))
         await b.stop()
 
     run(body)
-    assert seen["batch"] == [("decode", 6, 3)]
-    assert ("decode", 6) in seen["depth"] and seen["depth"][-1][1] == 0
+    assert observer.batches == [("decode", 6, 3)]
+    assert ("decode", 6) in observer.depths and observer.depths[-1][1] == 0

@@ -109,6 +109,10 @@ class LiveService:
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._wait(lambda r: r.status_code == 200, "/readyz", timeout_s)
 
+    def wait_loaded(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the model has left the "loading" state (ready, warming up or failed)."""
+        self._wait(lambda r: r.json()["loaded"]["state"] != "loading", "/models", timeout_s)
+
     def _wait(self, ok: Any, path: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

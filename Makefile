@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint system-deps clean
+.PHONY: serve test test-fast test-slow lint system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,11 +22,19 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) -m service
 
-## Set up (Python env, and as root the Debian tools the deployment tests use) and run all tests.
-test: $(STAMP) system-deps
+## Set up (Python env, and as root the Debian tools the deployment tests use) and run all tests:
+## lint and the fast default suite first, then the slow tests (`-m slow`) as a second step.
+test: test-fast test-slow
+
+## Lint, types and the fast default suite (pyproject's addopts deselect `slow`): under a minute.
+test-fast: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+## Only the tests marked slow: real training runs, torchrun, live servers, Prometheus, bench.
+test-slow: $(STAMP) system-deps
+	$(PY) -m pytest -m slow
 
 system-deps:
 	@bash scripts/system-deps.sh

@@ -35,7 +35,7 @@ from bench.threads import cpu_by_group, thread_cpu, thread_names
 from bench.workloads import MODES, Workload, build_workloads, upload_image
 from facegen_core.artifact import load_artifact
 from facegen_core.device import resolve_device
-from facegen_core.latent import latent_for_seed
+from facegen_core.latent import noise_for_seed
 from facegen_core.preprocess import model_to_uint8
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -313,7 +313,7 @@ def run(args: argparse.Namespace) -> Report:
         chunk = chunk_rows(args, device.type)
         ceiling = measure_ceiling(raw, args.max_batch_size, chunk, mode.ceiling_s, mode.ceiling_rounds)
         with torch.inference_mode():
-            face = model_to_uint8(decoder(latent_for_seed(0, cfg.latent_dim)[None].to(device)))
+            face = model_to_uint8(decoder(noise_for_seed(0, cfg.latent_dim)[None].to(device)))
         upload = upload_image(face[0].permute(1, 2, 0).cpu().numpy())
         del artifact, decoder
         gc.collect()

@@ -26,7 +26,7 @@ from PIL import Image
 from bench.model import RANDOM_CONFIGS, choose_model
 from bench.workloads import upload_image
 from facegen_core.artifact import load_artifact
-from facegen_core.latent import latents_for_seeds
+from facegen_core.latent import noise_for_seeds
 from facegen_core.preprocess import model_to_uint8, to_model_array
 
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             faces = model_to_uint8(dec(torch.randn(16, cfg.latent_dim))).permute(0, 2, 3, 1).numpy()
         rows.append(
             (
-                "latents_for_seeds (own generator per seed)",
-                cpu_ms(lambda: latents_for_seeds(0, 16, cfg.latent_dim), args.min_s) / 16,
+                "noise_for_seeds (own generator per seed)",
+                cpu_ms(lambda: noise_for_seeds(0, 16, cfg.latent_dim), args.min_s) / 16,
                 "per row",
             )
         )
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         pngs = [encode_png(f, text, 1) for f in faces]
-        latents = latents_for_seeds(0, 16, cfg.latent_dim).tolist()
+        latents = noise_for_seeds(0, 16, cfg.latent_dim).tolist()
 
         def json_body() -> bytes:
             images = [base64.b64encode(b).decode("ascii") for b in pngs]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import torch
 
 
-def latent_for_seed(seed: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
-    """z ~ N(0, temperature² I) drawn from its own CPU generator: (latent_dim,) float32.
+def noise_for_seed(seed: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
+    """ε ~ N(0, temperature² I) drawn from its own CPU generator: (latent_dim,) float32. This is
+    the seed's noise; its latent z is ``LatentPrior.from_noise(ε)`` (the same for the standard
+    prior N(0, I)).
 
     One generator per seed (not one per batch) is what lets face i of a grid, seeded
     ``seed + i``, be fetched alone with the same pixels; CPU because CUDA's generator
@@ -18,9 +20,10 @@ def latent_for_seed(seed: int, latent_dim: int, temperature: float = 1.0) -> tor
     return torch.randn(latent_dim, generator=g) * float(temperature)
 
 
-def latents_for_seeds(seed: int, n: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
-    """(n, latent_dim): row i from seed + i."""
-    return torch.stack([latent_for_seed(seed + i, latent_dim, temperature) for i in range(n)])
+def noise_for_seeds(seed: int, n: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
+    """ε (n, latent_dim): row i is ``noise_for_seed(seed + i)``; ``LatentPrior.latents_for_seeds``
+    maps it to the latents z."""
+    return torch.stack([noise_for_seed(seed + i, latent_dim, temperature) for i in range(n)])
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -59,6 +62,20 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "sle
     raise ValueError(f"Unknown interpolation method {method!r}; use 'slerp' or 'lerp'.")
 
 
+def _check_gaussian(mean: torch.Tensor, scale_tril: torch.Tensor) -> None:
+    """Raise ValueError unless mean (D,) and scale_tril (D, D) describe a valid Gaussian."""
+    d = mean.shape
+    if mean.dim() != 1 or tuple(scale_tril.shape) != (d[0], d[0]):
+        raise ValueError(
+            f"Latent prior shapes mean {tuple(mean.shape)} and scale_tril "
+            f"{tuple(scale_tril.shape)} do not fit together; want (D,) and (D, D)."
+        )
+    if not bool(torch.isfinite(scale_tril).all() and torch.isfinite(mean).all()):
+        raise ValueError("The latent prior holds non-finite values.")
+    if not bool((scale_tril.diagonal() > 0).all()) or not torch.equal(scale_tril, scale_tril.tril()):
+        raise ValueError("Latent prior scale_tril must be lower-triangular with a positive diagonal.")
+
+
 @dataclass(frozen=True)
 class LatentPrior:
     """The distribution faces are sampled from: z = mean + scale_tril @ ε, with ε ~ N(0, I).
@@ -70,7 +87,7 @@ class LatentPrior:
     encoder means of the training set ("ex-post density estimation", Ghosh et al. 2020,
     "From Variational to Deterministic Autoencoders", section 4; Dai & Wipf 2019 fit a
     second-stage model for the same reason) and samples from it instead. A seed still gives
-    ε = latent_for_seed(seed), so temperature scales ε, and paths run in ε-space where
+    ε = noise_for_seed(seed), so temperature scales ε, and paths run in ε-space where
     slerp's "keep the Gaussian norm" argument holds.
 
     mean: (D,), scale_tril: (D, D) lower-triangular with a positive diagonal. ``None`` for
@@ -85,17 +102,7 @@ class LatentPrior:
         if (self.mean is None) != (self.scale_tril is None):
             raise ValueError("A latent prior needs both mean and scale_tril, or neither.")
         if self.mean is not None and self.scale_tril is not None:
-            d = self.mean.shape
-            if self.mean.dim() != 1 or tuple(self.scale_tril.shape) != (d[0], d[0]):
-                raise ValueError(
-                    f"Latent prior shapes mean {tuple(self.mean.shape)} and scale_tril "
-                    f"{tuple(self.scale_tril.shape)} do not fit together; want (D,) and (D, D)."
-                )
-            diag = self.scale_tril.diagonal()
-            if not bool(torch.isfinite(self.scale_tril).all() and torch.isfinite(self.mean).all()):
-                raise ValueError("The latent prior holds non-finite values.")
-            if not bool((diag > 0).all()) or not torch.equal(self.scale_tril, self.scale_tril.tril()):
-                raise ValueError("Latent prior scale_tril must be lower-triangular with a positive diagonal.")
+            _check_gaussian(self.mean, self.scale_tril)
 
     @property
     def is_standard(self) -> bool:
@@ -122,9 +129,10 @@ class LatentPrior:
         return z.to(eps.dtype)
 
     def latents_for_seeds(self, seed: int, n: int, latent_dim: int, temperature: float = 1.0) -> torch.Tensor:
-        """(n, latent_dim): row i is the latent of seed + i, the one mapping from seeds to faces
-        that the service, the evaluation and the exported pictures all use."""
-        return self.from_noise(latents_for_seeds(seed, n, latent_dim, temperature))
+        """z (n, latent_dim): row i is the latent of seed + i (``from_noise`` of its noise), the
+        one mapping from seeds to faces that the service, the evaluation and the exported
+        pictures all use."""
+        return self.from_noise(noise_for_seeds(seed, n, latent_dim, temperature))
 
     def to_noise(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, D) -> ε (N, D), the inverse of ``from_noise``."""

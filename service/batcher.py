@@ -18,6 +18,10 @@ Guarantees the service relies on:
   dropped before they reach the model;
 * a failing model call fails exactly the jobs with rows in that batch (``ModelCallError``
   on each future), and the loop goes on.
+
+Every time (enqueue, deadlines, fill wait, batch duration) is read from ``clock``
+(``time.monotonic`` unless a test injects its own), so tests can expire deadlines by
+advancing a clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class Job:
 
     op: str
     payload: np.ndarray  # (rows, ...)
-    deadline: float  # time.monotonic() after which its rows are not worth computing
+    deadline: float  # the batcher's clock (time.monotonic) after which its rows are not worth computing
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.monotonic)
     taken: int = 0  # rows already handed to a batch
@@ -112,6 +116,7 @@ class Batcher:
         observer: BatchObserver | None = None,
         initial_batch_s: float = 0.05,
         ewma_alpha: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_rows must be ≥ 1 and max_delay_s ≥ 0.")
@@ -127,6 +132,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self.batch_time_s = initial_batch_s  # EWMA of one model call, for Retry-After
         self._alpha = ewma_alpha
+        self._clock = clock
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,7 +180,7 @@ class Batcher:
                 f"seconds in the Retry-After header.",
                 retry_after_s=self.retry_after_s(),
             )
-        job = Job(op, payload, deadline, asyncio.get_running_loop().create_future())
+        job = Job(op, payload, deadline, asyncio.get_running_loop().create_future(), enqueued=self._clock())
         self._queues[op].append(job)
         self._set_queued(op, self._queued[op] + rows)
         self._wake.set()
@@ -200,7 +206,7 @@ class Batcher:
             waits: set[asyncio.Future[Any]] = {job.future}
             if watcher is not None:
                 waits.add(watcher)
-            timeout = max(0.0, deadline - time.monotonic())
+            timeout = max(0.0, deadline - self._clock())
             done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self._discard(job, "client_gone")
@@ -246,7 +252,7 @@ class Batcher:
                 continue
             fill_until = self._queues[op][0].enqueued + self.max_delay_s
             while self._queued[op] < self.max_batch_size:
-                remaining = fill_until - time.monotonic()
+                remaining = fill_until - self._clock()
                 if remaining <= 0:
                     break
                 self._wake.clear()
@@ -258,7 +264,7 @@ class Batcher:
 
     def _take(self, op: str) -> list[tuple[Job, int, int]]:
         """Up to max_batch_size rows from the head of ``op``'s queue, as (job, start, stop)."""
-        now = time.monotonic()
+        now = self._clock()
         queue, room = self._queues[op], self.max_batch_size
         batch: list[tuple[Job, int, int]] = []
         while queue and room:
@@ -281,7 +287,7 @@ class Batcher:
         return batch
 
     async def _run_batch(self, op: str, batch: list[tuple[Job, int, int]]) -> None:
-        start = time.monotonic()
+        start = self._clock()
         waits = []
         for job, _, _ in batch:
             job.queue_s = start - job.enqueued - job.inference_s
@@ -299,7 +305,7 @@ class Batcher:
                     job.future.set_exception(_model_error(op, exc))
                 self._discard(job, "model_error")  # a split job's later rows need not run
             return
-        elapsed = time.monotonic() - start
+        elapsed = self._clock() - start
         self.batch_time_s += self._alpha * (elapsed - self.batch_time_s)
         self._observer.batch_done(op, rows, waits, elapsed)
         offset = 0

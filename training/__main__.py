@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from training import distributed as ddp
 from training.cli import export_parser, parse_train_args
+from training.export import export_run
+from training.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from training.export import export_run
-
     if argv[:1] == ["export"]:
         a = export_parser().parse_args(argv[1:])
         print(
@@ -19,9 +20,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    from training import distributed as ddp
-    from training.train import train
-
     args = parse_train_args(argv)
     run_dir = train(args)
     info = ddp.init_distributed(args.device)

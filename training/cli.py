@@ -201,7 +201,7 @@ def train_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, default=500, help="Steps between checkpoints (0 = only at the end)."
     )
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="Show a tqdm bar.")
-    g.add_argument("--sample-seed", type=int, default=0, help="Seed of samples.png (latents_for_seeds).")
+    g.add_argument("--sample-seed", type=int, default=0, help="Seed of samples.png (face i from seed + i).")
     add_weights_dtype(g)
     g.add_argument("--sample-temperature", type=float, default=1.0, help="Temperature of samples.png.")
     return p

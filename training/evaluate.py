@@ -4,7 +4,7 @@ trained with, for each data source it was trained on.
 
     python -m training.evaluate --artifact models/faces/1 [--write] [--quick]
 
-Deterministic: samples come from ``latents_for_seeds(seed, N)`` (one CPU generator per
+Deterministic: samples come from ``noise_for_seeds(seed, N)`` (one CPU generator per
 seed) and the real set's Inception statistics are cached, so re-running the same command
 on the same artifact and data reproduces every figure (FID to float rounding of the network).
 """
@@ -65,7 +65,7 @@ class EvalSettings:
 def generate_samples(
     art: Artifact, n: int, seed: int, temperature: float, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """uint8 (n, C, H, W): the decoder on z_i = prior(latent_for_seed(seed + i)), the artifact's
+    """uint8 (n, C, H, W): the decoder on z_i = prior(noise_for_seed(seed + i)), the artifact's
     prior (fitted Gaussian or N(0, I)) applied to the seed's noise, as the service does."""
     z = art.prior.latents_for_seeds(seed, n, art.config.latent_dim, temperature)  # (n, latent_dim)
     out = [
@@ -140,7 +140,7 @@ def validation_images(record: dict[str, Any], ds: FaceDataset) -> tuple[torch.Te
     """The held-out images of one source's training split, and a note on how they were found.
 
     record['split'] = {seed, val_fraction, train, val} reproduces the split with
-    ``split_indices(train + val, val_fraction, seed)`` (training/train.py splits every source
+    ``split_indices(train + val, val_fraction, seed)`` (training/run_data.py splits every source
     on its own with that rule). Training on ``--limit n`` used the data set's first n images,
     so a larger set is cut to n first.
     """

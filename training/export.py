@@ -24,7 +24,7 @@ from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
 from training.data import DatasetError
-from training.train import load_datasets, split_datasets
+from training.run_data import load_datasets, split_datasets
 
 N_SAMPLES = 64
 INTERP_STEPS = 10
@@ -50,7 +50,7 @@ def sample_grid(
     n: int = N_SAMPLES,
     prior: LatentPrior | None = None,
 ) -> np.ndarray:
-    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(latents_for_seeds(seed, n, D, t))."""
+    """(8·(H+2)+2, 8·(W+2)+2, C) uint8: faces from prior.from_noise(noise_for_seeds(seed, n, D, t))."""
     decoder = decoder.to("cpu").eval()
     z = (prior or LatentPrior()).latents_for_seeds(seed, n, cfg.latent_dim, temperature)  # (n, D)
     return make_grid(_to_hwc(decoder(z)), ncols=8, padding=2)

@@ -10,7 +10,7 @@ uint8 original (quality 90: 1.29 KB, 38.9 dB; JPEG 90: 2.0 KB, 37.8 dB); the bun
 model reconstructs at ~21 dB, so the codec's error is far below the model's.
 
 Every face of the source is packed, in the cache's order, so the seeded per-source
-validation split (``training.train.split_datasets``) is the same on both machines.
+validation split (``training.run_data.split_datasets``) is the same on both machines.
 
     python -m training.facepack --data A.zip,B.zip --crop celeba --out .device_data
 """

@@ -17,10 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = {"gen1", "gen16", "recon", "interp16"}
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "service" / "__main__.py").is_file(),
-    reason="the service (python -m service) is not written yet",
-)
+pytestmark = [
+    pytest.mark.slow,  # two servers under load for every workload: ~30 s
+    pytest.mark.skipif(
+        not (ROOT / "service" / "__main__.py").is_file(),
+        reason="the service (python -m service) is not written yet",
+    ),
+]
 
 
 @pytest.mark.timeout(120)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from facegen_core import ModelConfig, build_autoencoder, load_artifact, write_artifact
 from facegen_core.artifact import WEIGHTS_FILE, ArtifactFormatError, sha256_file
-from facegen_core.latent import LatentPrior, interpolate, latents_for_seeds
+from facegen_core.latent import LatentPrior, interpolate, noise_for_seeds
 
 
 def _prior(d: int = 6, seed: int = 0) -> LatentPrior:
@@ -35,7 +35,7 @@ def test_fit_recovers_a_known_gaussian() -> None:
 
 def test_to_noise_inverts_from_noise_and_standard_is_the_identity() -> None:
     p = _prior()
-    eps = latents_for_seeds(0, 16, 6)  # (16, 6)
+    eps = noise_for_seeds(0, 16, 6)  # (16, 6)
     torch.testing.assert_close(p.to_noise(p.from_noise(eps)), eps, atol=1e-5, rtol=0)
     std = LatentPrior()
     assert std.is_standard and std.from_noise(eps) is eps and std.to_noise(eps) is eps
@@ -44,7 +44,7 @@ def test_to_noise_inverts_from_noise_and_standard_is_the_identity() -> None:
 def test_a_row_maps_alone_as_in_a_batch() -> None:
     """Face i of a grid is also {"n": 1, "seed": seed + i}: the mapping must not depend on N."""
     p = _prior(128)
-    eps = latents_for_seeds(7, 64, 128)
+    eps = noise_for_seeds(7, 64, 128)
     batch = p.from_noise(eps)
     for i in range(64):
         assert torch.equal(p.from_noise(eps[i : i + 1])[0], batch[i])
@@ -52,7 +52,7 @@ def test_a_row_maps_alone_as_in_a_batch() -> None:
 
 def test_path_keeps_its_ends_exactly_and_runs_through_noise_space() -> None:
     p = _prior()
-    a, b = p.from_noise(latents_for_seeds(1, 2, 6))
+    a, b = p.from_noise(noise_for_seeds(1, 2, 6))
     path = p.path(a, b, 5, "slerp")
     assert path.shape == (5, 6) and torch.equal(path[0], a) and torch.equal(path[-1], b)
     mid = p.to_noise(path[2:3])[0]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from facegen_core.images import grid_columns, make_grid
-from facegen_core.latent import interpolate, latent_for_seed, latents_for_seeds, slerp
+from facegen_core.latent import interpolate, noise_for_seed, noise_for_seeds, slerp
 from facegen_core.preprocess import crop_box, model_to_uint8, to_model_array, uint8_to_model
 
 
@@ -36,13 +36,13 @@ def test_uint8_round_trip_is_exact() -> None:
 
 
 def test_seed_rows_are_independent_of_n() -> None:
-    grid = latents_for_seeds(10, 4, 16, 0.7)
-    assert torch.equal(grid[2], latent_for_seed(12, 16, 0.7))
+    grid = noise_for_seeds(10, 4, 16, 0.7)
+    assert torch.equal(grid[2], noise_for_seed(12, 16, 0.7))
     assert not torch.equal(grid[0], grid[1])
 
 
 def test_slerp_keeps_ends_and_norm() -> None:
-    a, b = latent_for_seed(1, 128), latent_for_seed(2, 128)
+    a, b = noise_for_seed(1, 128), noise_for_seed(2, 128)
     path = interpolate(a, b, 9, "slerp")
     assert path.shape == (9, 128)
     assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)

@@ -109,6 +109,7 @@ def live_metrics(live_service: str) -> str:
     return response.text
 
 
+@pytest.mark.slow  # against the real service's /metrics (one server start per module)
 def test_service_exports_the_promised_families(live_metrics: str) -> None:
     declared = {
         line.split()[2].removesuffix("_total"): line.split()[3]
@@ -119,12 +120,14 @@ def test_service_exports_the_promised_families(live_metrics: str) -> None:
         assert declared.get(family) == kind, f"/metrics lacks {kind} {family}"
 
 
+@pytest.mark.slow  # against the real service's /metrics (one server start per module)
 def test_every_queried_metric_is_exported(live_metrics: str) -> None:
     known = set(exposed_series(live_metrics)) | PROMETHEUS_SYNTHETIC | CUDA_ONLY
     assert not unknown_names(dashboard_exprs(), known)
     assert not unknown_names(alert_exprs(), known)
 
 
+@pytest.mark.slow  # against the real service's /metrics (one server start per module)
 def test_cuda_only_exception_is_still_needed(live_metrics: str) -> None:
     # If a CPU service ever exports it, the exception above must go.
     assert not CUDA_ONLY & set(exposed_series(live_metrics))

@@ -185,5 +185,6 @@ def test_healthcheck_fails_when_nothing_listens(
     assert result.returncode == 1 and "not ready" in result.stderr
 
 
+@pytest.mark.slow  # starts the real service (tests/deploy/conftest.py)
 def test_healthcheck_against_the_live_service(live_service: str) -> None:
     assert _probe(f"{live_service}/readyz").returncode == 0

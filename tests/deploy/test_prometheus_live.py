@@ -36,11 +36,14 @@ NO_DATA_EXPECTED = {
     "facegen_rejected_total": "no request is refused under this light load",
 }
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="prometheus is not installed (Debian package prometheus; scripts/system-deps.sh "
-    "installs it when run as root, as `make test` does in CI)",
-)
+pytestmark = [
+    pytest.mark.slow,  # a real Prometheus scraping a real server until every query answers
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="prometheus is not installed (Debian package prometheus; scripts/system-deps.sh "
+        "installs it when run as root, as `make test` does in CI)",
+    ),
+]
 
 
 def derived_config(service_port: int, prometheus_port: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facegen_core.latent import latents_for_seeds
+from facegen_core.latent import noise_for_seeds
 from tests.gpu.conftest import CUDA, SHIPPED_STORE, RunnerFactory
 
 pytestmark = CUDA
@@ -24,7 +24,7 @@ MODELS = ["tiny", "small"]
 
 def _latents(runner: ModelRunner, seed: int, n: int) -> np.ndarray:
     assert runner.info is not None
-    return latents_for_seeds(seed, n, runner.info.latent_dim).numpy()
+    return noise_for_seeds(seed, n, runner.info.latent_dim).numpy()
 
 
 # ------------------------------------------------------------------ (a) determinism

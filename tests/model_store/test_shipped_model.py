@@ -19,7 +19,7 @@ from PIL import Image
 
 from facegen_core.artifact import ChecksumMismatchError, ModelStore, load_artifact, sha256_file
 from facegen_core.images import make_grid
-from facegen_core.latent import latents_for_seeds
+from facegen_core.latent import noise_for_seeds
 from facegen_core.preprocess import model_to_uint8
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def _faces(path: Path) -> np.ndarray:
     """The 8 faces of seeds 1000..1007 at temperature 1, as one uint8 (H, W, 3) strip."""
     art = load_artifact(path)
     torch.set_num_threads(1)  # fewest reduction-order differences between machines
-    z = art.prior.from_noise(latents_for_seeds(SEED, N, art.config.latent_dim, 1.0))  # (N, D)
+    z = art.prior.from_noise(noise_for_seeds(SEED, N, art.config.latent_dim, 1.0))  # (N, D)
     with torch.inference_mode():
         faces = model_to_uint8(art.decoder(z)).permute(0, 2, 3, 1).numpy()
     return make_grid(faces, ncols=N, padding=0)

@@ -10,6 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from facegen_core.artifact import load_artifact
@@ -23,6 +24,7 @@ def _unpack(tar: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # every stage of the GPU run, on tiny settings: about a minute on 2 cores
 def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import httpx
 import numpy as np
 import torch
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from facegen_core import ModelConfig, build_autoencoder, write_artifact
 from facegen_core.latent import LatentPrior
@@ -105,6 +108,10 @@ class LiveService:
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._wait(lambda r: r.status_code == 200, "/readyz", timeout_s)
+
+    def wait_loaded(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the model has left the "loading" state (ready, warming up or failed)."""
+        self._wait(lambda r: r.json()["loaded"]["state"] != "loading", "/models", timeout_s)
 
     def _wait(self, ok: Any, path: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -200,20 +207,33 @@ def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> 
     return body
 
 
+def _label_filter(labels: str) -> dict[str, str | None]:
+    """'op="decode",status="503"' -> {'op': 'decode', 'status': '503'}; a bare 'sha256='
+    asks only that the sample has that label (None)."""
+    wanted: dict[str, str | None] = {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', labels)}
+    for bare in re.findall(r"(\w+)=(?=,|$)", labels):
+        wanted.setdefault(bare, None)
+    return wanted
+
+
+def _samples(metrics: str, name: str, labels: str) -> list[Sample]:
+    """The samples called ``name`` (a sample name: ``x_total``, ``x_bucket``, ``x_sum``) whose
+    labels include ``labels``, parsed by prometheus_client (as bench/scrape.py does)."""
+    wanted = _label_filter(labels)
+    return [
+        s
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == name
+        and all(k in s.labels and (v is None or s.labels[k] == v) for k, v in wanted.items())
+    ]
+
+
 def parse_histogram(metrics: str, name: str, labels: str) -> dict[str, float]:
     """{le: cumulative count} of one histogram series, e.g. ('facegen_batch_size', 'op="decode"')."""
-    out: dict[str, float] = {}
-    for line in metrics.splitlines():
-        if line.startswith(f"{name}_bucket{{") and labels in line:
-            le = line.split('le="')[1].split('"')[0]
-            out[le] = float(line.rsplit(" ", 1)[1])
-    return out
+    return {s.labels["le"]: s.value for s in _samples(metrics, f"{name}_bucket", labels)}
 
 
 def metric_value(metrics: str, name: str, labels: str = "") -> float:
     """Sum of the samples of ``name`` whose label set contains ``labels``."""
-    total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith((name + "{", name + " ")) and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(s.value for s in _samples(metrics, name, labels))

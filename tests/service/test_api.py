@@ -8,7 +8,7 @@ import re
 import httpx
 import numpy as np
 
-from facegen_core.latent import latent_for_seed, latents_for_seeds
+from facegen_core.latent import noise_for_seed, noise_for_seeds
 from service.uploads import decode_upload
 from tests.service import corpus
 from tests.service.live import (
@@ -92,7 +92,7 @@ def test_generate_json(client: httpx.Client) -> None:
     body = r.json()
     assert r.headers["x-seed"] == "5"
     assert (body["model"], body["version"], body["seed"]) == ("tiny", 1, 5)
-    want = tiny_prior(DIM).from_noise(latents_for_seeds(5, 3, DIM, 0.5)).numpy()  # z = mean + L·ε
+    want = tiny_prior(DIM).from_noise(noise_for_seeds(5, 3, DIM, 0.5)).numpy()  # z = mean + L·ε
     np.testing.assert_array_equal(np.asarray(body["latents"], np.float32), want)  # exact through JSON
     assert len(body["images"]) == 3
     for i, s in enumerate(body["images"]):
@@ -217,7 +217,7 @@ def test_interpolate_every_format(client: httpx.Client) -> None:
 
     j = client.post("/interpolate", json={**base, "format": "json"}).json()
     assert len(j["images"]) == len(j["latents"]) == 6
-    want = tiny_prior(DIM).from_noise(latent_for_seed(1, DIM)[None])[0].numpy()  # the seed's z, not its ε
+    want = tiny_prior(DIM).from_noise(noise_for_seed(1, DIM)[None])[0].numpy()  # the seed's z, not its ε
     np.testing.assert_array_equal(np.asarray(j["latents"][0], np.float32), want)
     np.testing.assert_array_equal(png_pixels(b64png(j["images"][3])), frames[3])
 
@@ -253,7 +253,7 @@ def test_interpolate_multipart_images(client: httpx.Client) -> None:
     assert len(mixed["images"]) == 3
     np.testing.assert_array_equal(
         np.asarray(mixed["latents"][-1], np.float32),
-        tiny_prior(DIM).from_noise(latent_for_seed(4, DIM)[None])[0].numpy(),
+        tiny_prior(DIM).from_noise(noise_for_seed(4, DIM)[None])[0].numpy(),
     )
 
 

@@ -1,4 +1,9 @@
-"""The dynamic batcher on its own: a fake model function, no HTTP, no torch."""
+"""The dynamic batcher on its own: a fake model function, no HTTP, no torch.
+
+No test reads the wall clock or sleeps for a period: they poll the batcher's state
+(``until``), and where time must pass for the batcher (deadlines) they advance an injected
+``FakeClock``. ``run`` bounds every test at 20 s only so that a bug hangs no one.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,25 @@ class FakeModel:
         return {float(v) for c in self.calls for v in c.ravel()}
 
 
+class RecordingObserver:
+    """The batcher's metrics hooks, recorded: (op, rows) depths, (op, rows, jobs) batches,
+    (op, reason, rows) drops."""
+
+    def __init__(self) -> None:
+        self.depths: list[tuple[str, int]] = []
+        self.batches: list[tuple[str, int, int]] = []
+        self.drops: list[tuple[str, str, int]] = []
+
+    def queue_depth(self, op: str, rows: int) -> None:
+        self.depths.append((op, rows))
+
+    def batch_done(self, op: str, rows: int, waits_s: list[float], inference_s: float) -> None:
+        self.batches.append((op, rows, len(waits_s)))
+
+    def dropped(self, op: str, reason: str, rows: int) -> None:
+        self.drops.append((op, reason, rows))
+
+
 @pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=1)
@@ -52,8 +76,27 @@ def executor() -> Iterator[ThreadPoolExecutor]:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+class FakeClock:
+    """The batcher's clock, advanced by hand: a frozen clock never ends a fill wait."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def run(body: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(asyncio.wait_for(body(), 20))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the event loop (and the executor thread) until ``condition()`` holds."""
+    while not condition():
+        await asyncio.sleep(0.001)
 
 
 def make(fn: Any, executor: ThreadPoolExecutor, **kw: Any) -> Batcher:
@@ -66,8 +109,8 @@ def rows(start: int, n: int) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.float32)[:, None]  # (n, 1)
 
 
-def deadline(s: float = FAR) -> float:
-    return time.monotonic() + s
+def deadline(s: float = FAR, clock: Callable[[], float] = time.monotonic) -> float:
+    return clock() + s
 
 
 def test_concurrent_jobs_are_packed_into_one_call(executor: ThreadPoolExecutor) -> None:
@@ -92,17 +135,24 @@ def test_concurrent_jobs_are_packed_into_one_call(executor: ThreadPoolExecutor) 
 
 def test_a_full_batch_does_not_wait_for_the_delay(executor: ThreadPoolExecutor) -> None:
     model = FakeModel()
+    clock = FakeClock()  # frozen: the 5 s fill wait never ends, only a full batch runs
 
-    async def body() -> float:
-        b = make(model, executor, max_batch_size=8, max_delay_s=5.0)
+    async def body() -> JobResult:
+        b = make(model, executor, max_batch_size=8, max_delay_s=5.0, clock=clock)
         b.start()
-        t0 = time.monotonic()
-        await b.run("decode", rows(0, 8), deadline=deadline())
+        first = asyncio.ensure_future(b.run("decode", rows(0, 3), deadline=deadline(clock=clock)))
+        await until(lambda: b.queued_rows == 3)
+        for _ in range(20):  # the loop has every chance to run the 3 rows; it must wait
+            await asyncio.sleep(0)
+        assert model.calls == [] and b.queued_rows == 3
+        rest = await b.run("decode", rows(3, 5), deadline=deadline(clock=clock))  # 8 rows: full
+        await first
         await b.stop()
-        return time.monotonic() - t0
+        return rest
 
-    assert run(body) < 2.0  # 8 rows fill the batch: no 5 s wait
+    rest = run(body)
     assert model.sizes == [8]
+    np.testing.assert_array_equal(rest.output, rows(3, 5) * 2)
 
 
 def test_a_150_row_job_is_split_64_64_22_and_reassembled_in_order(executor: ThreadPoolExecutor) -> None:
@@ -130,12 +180,11 @@ def test_split_jobs_share_batches_with_small_ones_fifo(executor: ThreadPoolExecu
         b = make(model, executor, max_batch_size=64, max_delay_s=0.0)
         b.start()
         first = asyncio.ensure_future(b.run("decode", rows(1000, 1), deadline=deadline()))
-        while not model.entered.is_set():
-            await asyncio.sleep(0.005)
+        await until(model.entered.is_set)
         jobs = [b.run("decode", rows(0, 100), deadline=deadline())]
         jobs += [b.run("decode", rows(200 + i, 1), deadline=deadline()) for i in range(40)]
         tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
+        await until(lambda: b.queued_rows == 140)
         model.gate.set()
         out = await asyncio.gather(first, *tasks)
         await b.stop()
@@ -157,12 +206,11 @@ def test_a_failing_batch_fails_only_its_own_jobs(executor: ThreadPoolExecutor) -
         b = make(model, executor, max_batch_size=4, max_delay_s=0.0)
         b.start()
         held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline()))
-        while not model.entered.is_set():
-            await asyncio.sleep(0.005)
+        await until(model.entered.is_set)
         poisoned = np.array([[-1.0], [7.0]], np.float32)
         jobs = [rows(0, 2), poisoned, rows(10, 2), rows(20, 2)]  # batches: [0,1 | -1,7], [10,11 | 20,21]
         tasks = [asyncio.ensure_future(b.run("decode", j, deadline=deadline())) for j in jobs]
-        await asyncio.sleep(0.05)
+        await until(lambda: b.queued_rows == 8)
         model.gate.set()
         out = await asyncio.gather(held, *tasks, return_exceptions=True)
         after = await b.run("decode", rows(50, 1), deadline=deadline())  # the loop survived
@@ -178,19 +226,31 @@ def test_a_failing_batch_fails_only_its_own_jobs(executor: ThreadPoolExecutor) -
     np.testing.assert_array_equal(after.output, rows(50, 1) * 2)
 
 
-def test_expired_rows_are_dropped_before_the_model(executor: ThreadPoolExecutor) -> None:
+@pytest.mark.parametrize("expires", ["while_its_caller_waits", "before_its_batch_forms"])
+def test_expired_rows_are_answered_504_and_never_reach_the_model(
+    expires: str, executor: ThreadPoolExecutor
+) -> None:
+    """Either way a job can expire: its caller's wait ends first (a 50 ms deadline), or the
+    next batch forms after its deadline (15 s on the batcher's clock, passed by advancing it)."""
     model = FakeModel()
     model.gate.clear()
+    clock = FakeClock()
+    observer = RecordingObserver()
 
     async def body() -> list[Any]:
-        b = make(model, executor, max_delay_s=0.0)
+        b = make(model, executor, max_delay_s=0.0, clock=clock, observer=observer)
         b.start()
-        held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline()))
-        while not model.entered.is_set():
-            await asyncio.sleep(0.005)
-        late = asyncio.ensure_future(b.run("decode", rows(500, 3), deadline=deadline(0.05)))
-        ok = asyncio.ensure_future(b.run("decode", rows(600, 2), deadline=deadline()))
-        await asyncio.sleep(0.2)  # the 50 ms deadline passes while the model is busy
+        held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline(clock=clock)))
+        await until(model.entered.is_set)
+        late_s = 0.05 if expires == "while_its_caller_waits" else 15.0
+        late = asyncio.ensure_future(b.run("decode", rows(500, 3), deadline=deadline(late_s, clock)))
+        ok = asyncio.ensure_future(b.run("decode", rows(600, 2), deadline=deadline(clock=clock)))
+        if expires == "while_its_caller_waits":
+            await until(late.done)  # answered while the model is still busy with the held row
+            assert b.queued_rows == 2  # only ``ok``'s rows are left
+        else:
+            await until(lambda: b.queued_rows == 5)
+            clock.advance(20)  # the next batch forms at +20 s, past ``late``'s deadline
         model.gate.set()
         out = await asyncio.gather(held, late, ok, return_exceptions=True)
         await b.stop()
@@ -200,7 +260,7 @@ def test_expired_rows_are_dropped_before_the_model(executor: ThreadPoolExecutor)
     assert isinstance(late, DeadlineExceededError) and late.status == 504
     np.testing.assert_array_equal(ok.output, rows(600, 2) * 2)
     assert not {500.0, 501.0, 502.0} & model.seen()  # never computed
-    assert model.sizes == [1, 2]
+    assert model.sizes == [1, 2] and observer.drops == [("decode", "deadline_exceeded", 3)]
 
 
 def test_rows_of_a_cancelled_or_disconnected_caller_are_dropped(executor: ThreadPoolExecutor) -> None:
@@ -216,14 +276,12 @@ def test_rows_of_a_cancelled_or_disconnected_caller_are_dropped(executor: Thread
         b = make(model, executor, max_delay_s=0.0)
         b.start()
         held = asyncio.ensure_future(b.run("decode", rows(100, 1), deadline=deadline()))
-        while not model.entered.is_set():
-            await asyncio.sleep(0.005)
+        await until(model.entered.is_set)
         cancelled = asyncio.ensure_future(b.run("decode", rows(300, 2), deadline=deadline()))
         left = asyncio.ensure_future(
             b.run("decode", rows(400, 2), deadline=deadline(), disconnected=disconnected)
         )
-        await asyncio.sleep(0.02)
-        assert b.queued_rows == 4
+        await until(lambda: b.queued_rows == 4)
         cancelled.cancel()
         gone = True
         with pytest.raises(ClientDisconnectedError):
@@ -311,24 +369,14 @@ def test_a_function_returning_the_wrong_row_count_fails_the_batch(executor: Thre
 
 
 def test_observer_sees_batches_and_depth(executor: ThreadPoolExecutor) -> None:
-    seen: dict[str, list[Any]] = {"depth": [], "batch": []}
-
-    class Observer:
-        def queue_depth(self, op: str, n: int) -> None:
-            seen["depth"].append((op, n))
-
-        def batch_done(self, op: str, n: int, waits: list[float], inference_s: float) -> None:
-            seen["batch"].append((op, n, len(waits)))
-
-        def dropped(self, op: str, reason: str, n: int) -> None:
-            pass
+    observer = RecordingObserver()
 
     async def body() -> None:
-        b = make(FakeModel(), executor, observer=Observer(), max_delay_s=0.05)
+        b = make(FakeModel(), executor, observer=observer, max_delay_s=0.05)
         b.start()
         await asyncio.gather(*(b.run("decode", rows(i, 2), deadline=deadline()) for i in range(3)))
         await b.stop()
 
     run(body)
-    assert seen["batch"] == [("decode", 6, 3)]
-    assert ("decode", 6) in seen["depth"] and seen["depth"][-1][1] == 0
+    assert observer.batches == [("decode", 6, 3)]
+    assert ("decode", 6) in observer.depths and observer.depths[-1][1] == 0

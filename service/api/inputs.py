@@ -6,12 +6,14 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
 from anyio import CapacityLimiter
-from starlette.datastructures import UploadFile
+from fastapi import Depends, Request
+from starlette.datastructures import FormData, UploadFile
 
 from facegen_core.align import Face
 from service.context import RequestContext
@@ -34,6 +36,33 @@ def align_limiter() -> CapacityLimiter:
     if _align_limiter is None:
         _align_limiter = CapacityLimiter(ALIGN_CONCURRENCY)
     return _align_limiter
+
+
+def check_form_fields(form: FormData, route: str, fields: Mapping[str, bool]) -> None:
+    """422 for a multipart field ``route`` does not take, or a single-valued one sent twice.
+
+    ``fields``: name -> whether it may repeat (e.g. ``image``). Every multipart route checks
+    its form here, so an unknown or duplicate field is refused the same way everywhere.
+    """
+    for name in form.keys():  # noqa: SIM118 (a multidict: keys() yields repeated names once each)
+        if name not in fields:
+            raise InvalidFieldError(
+                f"Field '{name}' is not a field of {route}; it takes {', '.join(fields)}.", field=name
+            )
+        if not fields[name] and len(form.getlist(name)) > 1:
+            raise InvalidFieldError(
+                f"Field '{name}' is sent {len(form.getlist(name))} times; send it once.", field=name
+            )
+
+
+def form_fields(route: str, fields: Mapping[str, bool]) -> Any:
+    """A dependency running ``check_form_fields`` on the form FastAPI already parsed (cached)."""
+
+    async def check(request: Request) -> None:
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            check_form_fields(await request.form(), route, fields)
+
+    return Depends(check)
 
 
 _decode_budget: DecodeBudget | None = None

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from facegen_core.align import Face
-from service.api.inputs import read_images
+from service.api.inputs import form_fields, read_images
 from service.api.responses import UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.schemas import DetectedFace, EncodeResponse, LatentStats
@@ -37,7 +37,12 @@ def face_json(face: Face | None) -> DetectedFace | None:
     return None if face is None else DetectedFace.model_validate(face.to_dict())
 
 
-@router.post("/encode", summary="Encode photos into latents", responses=UPLOAD_ERROR_RESPONSES)
+@router.post(
+    "/encode",
+    summary="Encode photos into latents",
+    responses=UPLOAD_ERROR_RESPONSES,
+    dependencies=[form_fields("/encode", {"image": True, "align": False})],
+)
 async def encode(
     image: Images, model: ReadyModel, ctx: Ctx, settings: SettingsDep, align: AlignOption = None
 ) -> EncodeResponse:

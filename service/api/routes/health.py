@@ -11,14 +11,15 @@ from service.schemas import HealthResponse, Problem, ReadyResponse
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness")
 async def healthz() -> HealthResponse:
     """200 as long as the process serves HTTP, from the first moment (the model loads in the background)."""
     return HealthResponse()
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     summary="Readiness",
     responses={
         503: {

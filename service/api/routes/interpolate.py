@@ -14,7 +14,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
-from service.api.inputs import read_images
+from service.api.inputs import check_form_fields, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.decode import check_latent
 from service.deps import Ctx, ReadyModel, SettingsDep
@@ -29,6 +29,7 @@ from service.schemas import (
     LatentEnd,
     SeedEnd,
 )
+from service.settings import MAX_ROWS_PER_REQUEST
 
 router = APIRouter(tags=["faces"])
 FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
@@ -122,6 +123,10 @@ _SEED_TEXT = re.compile(rf"[0-9]{{1,{len(str(MAX_SEED))}}}")
 
 def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
     image, seed = form.get(f"{side}_image"), form.get(f"{side}_seed")
+    if image is not None and seed is not None:
+        raise InvalidFieldError(
+            f"Fields '{side}_image' and '{side}_seed' are both sent; send one of them.", field=f"{side}_seed"
+        )
     if isinstance(image, FormFile):
         return image
     if image is not None:
@@ -141,9 +146,7 @@ def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
 
 
 def _parse_form(form: FormData) -> tuple[InterpolateOptions, Ends]:
-    unknown = sorted(set(form.keys()) - {*FORM_FIELDS, *PHOTO_FIELDS})
-    if unknown:
-        raise InvalidFieldError(f"Field '{unknown[0]}' is not a field of /interpolate.", field=unknown[0])
+    check_form_fields(form, "/interpolate", dict.fromkeys((*PHOTO_FIELDS, *FORM_FIELDS), False))
     fields = {k: form[k] for k in FORM_FIELDS if k in form}
     if any(not isinstance(v, str) for v in fields.values()):
         name = next(k for k, v in fields.items() if not isinstance(v, str))
@@ -211,7 +214,11 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         async with request.form(
-            max_files=2, max_fields=len(FORM_FIELDS) + 3, max_part_size=64 * 1024
+            # As the app's limits for the other routes; within them, a repeated start_image or an
+            # unknown field is a 422 from check_form_fields, as everywhere.
+            max_files=MAX_ROWS_PER_REQUEST,
+            max_fields=16,
+            max_part_size=64 * 1024,
         ) as form:
             opts, ends = _parse_form(form)
             a, b = await _end_latents(ends, opts, model, ctx, settings, _form_align(form))

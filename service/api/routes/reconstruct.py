@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Form, Response
 
 from service.api import render
-from service.api.inputs import read_images
+from service.api.inputs import form_fields, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.encode import AlignOption, Images, face_json
 from service.deps import Ctx, ReadyModel, SettingsDep
@@ -16,10 +16,14 @@ from service.imaging import png_text
 from service.schemas import ReconstructResponse
 
 router = APIRouter(tags=["latents"])
+FIELDS = {"image": True, "pair": False, "format": False, "align": False}  # name -> may repeat
 
 
 @router.post(
     "/reconstruct",
+    dependencies=[
+        form_fields("/reconstruct", {"image": True, "pair": False, "format": False, "align": False})
+    ],
     summary="Reconstruct photos (encode, then decode)",
     response_model=ReconstructResponse,
     responses={**IMAGE_RESPONSES, **UPLOAD_ERROR_RESPONSES},

@@ -70,9 +70,8 @@ def test_many_large_pngs_in_one_request_stay_within_the_memory_bound(
         assert r.status_code == 200 and len(r.json()["items"]) == FILES, r.text[:500]
         if exact_peak:
             peak = max(peak, live.rss_bytes("VmHWM"))
-        print(
-            f"RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB (+{(peak - before) / 2**20:.0f})"
-        )
+        mib = 2**20
+        print(f"RSS before {before / mib:.0f} MiB, peak {peak / mib:.0f} MiB (+{(peak - before) / mib:.0f})")
         assert peak - before < 1 * GB, (before, peak)
         # ... and given back: within 10 s the process is back near where it started.
         deadline = time.monotonic() + 10

@@ -10,7 +10,7 @@ from facegen_core.align import Face
 from service.api.inputs import form_fields, read_images
 from service.api.responses import UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
-from service.schemas import DetectedFace, EncodeResponse, LatentStats
+from service.schemas import DetectedFace, EncodeResponse, FormBool, LatentStats
 
 router = APIRouter(tags=["latents"])
 
@@ -22,7 +22,7 @@ Images = Annotated[
     ),
 ]
 AlignOption = Annotated[
-    bool | None,
+    FormBool | None,
     Form(
         description="Align each photo by its face (the largest one found): detect it and its "
         "landmarks, then warp it to the training faces' framing. Not sent: true for models trained "

@@ -22,7 +22,9 @@ from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
 from service.inference import Model
 from service.schemas import (
+    EXAMPLE_LATENT,
     MAX_SEED,
+    FormBool,
     ImagesResponse,
     InterpolateOptions,
     InterpolateRequest,
@@ -34,26 +36,52 @@ from service.settings import MAX_ROWS_PER_REQUEST
 router = APIRouter(tags=["faces"])
 FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
 PHOTO_FIELDS = ("start_image", "end_image", "start_seed", "end_seed", "align")
-_ALIGN = TypeAdapter(bool)  # lax: form text "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off"
+_ALIGN = TypeAdapter(FormBool)  # form text "true" or "false", as on every multipart route
 
 _FORM_SCHEMA = {
     "type": "object",
+    "additionalProperties": False,  # unknown fields are 422; every field at most once
     "properties": {
-        "start_image": {"type": "string", "format": "binary", "description": "Photo of the first face."},
-        "end_image": {"type": "string", "format": "binary", "description": "Photo of the last face."},
-        "start_seed": {"type": "integer", "description": "Instead of start_image: a seed."},
-        "end_seed": {"type": "integer", "description": "Instead of end_image: a seed."},
+        "start_image": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "Photo of the first face.",
+        },
+        "end_image": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "Photo of the last face.",
+        },
+        "start_seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEED,
+            "description": "Instead of start_image (never both): a seed, ASCII digits.",
+        },
+        "end_seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEED,
+            "description": "Instead of end_image (never both): a seed, ASCII digits.",
+        },
         "steps": {"type": "integer", "default": 8, "minimum": 2, "maximum": 64},
         "method": {"type": "string", "enum": ["slerp", "lerp"], "default": "slerp"},
         "format": {"type": "string", "enum": ["apng", "gif", "strip", "zip", "json"], "default": "apng"},
-        "temperature": {"type": "number", "default": 1.0},
-        "duration_ms": {"type": "integer", "default": 100},
+        "temperature": {"type": "number", "default": 1.0, "exclusiveMinimum": 0, "maximum": 2},
+        "duration_ms": {"type": "integer", "default": 100, "minimum": 10, "maximum": 10_000},
         "align": {
             "type": "boolean",
             "description": "Align each photo by its face (as for /encode). Not sent: true for models "
             "trained on aligned faces, else the model's own crop; false: no alignment.",
         },
     },
+    # Each end is exactly one of a photo or a seed.
+    "allOf": [
+        {"oneOf": [{"required": ["start_image"]}, {"required": ["start_seed"]}]},
+        {"oneOf": [{"required": ["end_image"]}, {"required": ["end_seed"]}]},
+    ],
 }
 OPENAPI_BODY = {
     "requestBody": {
@@ -66,7 +94,7 @@ OPENAPI_BODY = {
                         "value": {"start": {"seed": 1}, "end": {"seed": 2}, "steps": 8, "format": "apng"}
                     },
                     "latent": {
-                        "value": {"start": {"seed": 7}, "end": {"latent": [0.1] * 8}, "format": "json"}
+                        "value": {"start": {"seed": 7}, "end": {"latent": EXAMPLE_LATENT}, "format": "json"}
                     },
                 },
             },

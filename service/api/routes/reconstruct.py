@@ -13,7 +13,7 @@ from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.encode import AlignOption, Images, face_json
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
-from service.schemas import ReconstructResponse
+from service.schemas import FormBool, ReconstructResponse
 
 router = APIRouter(tags=["latents"])
 FIELDS = {"image": True, "pair": False, "format": False, "align": False}  # name -> may repeat
@@ -33,7 +33,9 @@ async def reconstruct(
     model: ReadyModel,
     ctx: Ctx,
     settings: SettingsDep,
-    pair: Annotated[bool, Form(description="Put the model's input crop beside each reconstruction.")] = False,
+    pair: Annotated[
+        FormBool, Form(description="Put the model's input crop beside each reconstruction.")
+    ] = False,
     format: Annotated[
         Literal["png", "json"], Form(description="png: one image or a grid; json: base64 PNGs.")
     ] = "png",

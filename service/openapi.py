@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, MAX_SEED, InterpolateRequest
+from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, InterpolateRequest
 from service.settings import MAX_ROWS_PER_REQUEST
 
 # An upload: a non-empty file (an empty one is a 415, as is one that is not an image).
@@ -57,9 +57,9 @@ def _rewrite(node: Any, latent_dim: int | None) -> Any:
 
 
 def _exact(bound: float) -> int:
-    """The integer a float bound stands for; past 2**53 floats are inexact, and the only such
-    bound of this API is MAX_SEED."""
-    return MAX_SEED if bound == float(MAX_SEED) else int(bound)
+    """The integer a float bound stands for (every bound of this API is a float exactly,
+    MAX_SEED included)."""
+    return int(bound)
 
 
 def _close_multipart(schemas: dict[str, Any]) -> None:

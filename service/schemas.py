@@ -13,7 +13,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 
 from service.settings import MAX_ROWS_PER_REQUEST
 
-MAX_SEED = 2**63 - MAX_ROWS_PER_REQUEST  # so seed + i (i < 64) still fits torch's int64 seed
+# seed + i (i < 64) must fit torch's int64 seed; and the bound is a float64 exactly (floats near
+# 2**63 are 1024 apart), so a JSON number written as a float, e.g. 9.2233720368547748e18, is
+# within the bound exactly when its value is (issue 12: the OpenAPI bound and the server's agree).
+MAX_SEED = 2**63 - 1024
+assert MAX_SEED + MAX_ROWS_PER_REQUEST < 2**63 and float(MAX_SEED) == MAX_SEED
 # |z| beyond this is no Gaussian latent (at temperature 2, |z_i| > 15 has p < 1e-13) and only
 # risks inf/NaN inside the decoder.
 LATENT_BOUND = 1000.0
@@ -41,7 +45,12 @@ def _form_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_integral)]
 FormBool = Annotated[bool, BeforeValidator(_form_bool)]
-Seed = Annotated[Int, Field(ge=0, le=MAX_SEED, description="Face i of a request comes from seed + i.")]
+# The bounds on int itself, the validator around them: the schema keeps minimum/maximum.
+Seed = Annotated[
+    int,
+    Field(ge=0, le=MAX_SEED, description="Face i of a request comes from seed + i."),
+    BeforeValidator(_integral),
+]
 LatentValue = Annotated[float, Field(allow_inf_nan=False, ge=-LATENT_BOUND, le=LATENT_BOUND)]
 Latent = Annotated[list[LatentValue], Field(min_length=1, max_length=LATENT_MAX_ITEMS)]
 Temperature = Annotated[

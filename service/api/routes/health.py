@@ -11,15 +11,14 @@ from service.schemas import HealthResponse, Problem, ReadyResponse
 router = APIRouter(tags=["operations"])
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness")
+@router.get("/healthz", summary="Liveness")
 async def healthz() -> HealthResponse:
     """200 as long as the process serves HTTP, from the first moment (the model loads in the background)."""
     return HealthResponse()
 
 
-@router.api_route(
+@router.get(
     "/readyz",
-    methods=["GET", "HEAD"],
     summary="Readiness",
     responses={
         503: {
@@ -37,6 +36,18 @@ async def readyz(services: ServicesDep) -> ReadyResponse:
     if not runner.ready or runner.info is None:
         raise NotReadyError(runner.reason, state=runner.state)
     return ReadyResponse(model=runner.info.name, version=runner.info.version)
+
+
+# HEAD for probes that send it (the same handlers; the server sends the headers only).
+router.add_api_route("/healthz", healthz, methods=["HEAD"], operation_id="healthz_head", summary="Liveness")
+router.add_api_route(
+    "/readyz",
+    readyz,
+    methods=["HEAD"],
+    operation_id="readyz_head",
+    summary="Readiness",
+    responses={503: {"description": "Not ready (headers only)."}},
+)
 
 
 @router.get(

@@ -93,3 +93,18 @@ def test_decode_example_from_the_openapi_document_works(client: httpx.Client) ->
     for example in interp.values():
         r = client.post("/interpolate", json=example["value"])
         assert r.status_code == 200, r.text[:300]
+
+
+def test_integral_json_numbers_are_integers(client: httpx.Client) -> None:
+    """JSON Schema's "integer" (what the OpenAPI document says) includes 2.0."""
+    r = client.post("/generate", json={"n": 2.0, "seed": 5.0, "format": "json"})
+    assert r.status_code == 200 and len(r.json()["images"]) == 2 and r.json()["seed"] == 5
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "null"])
+def test_form_booleans_are_true_or_false_only(client: httpx.Client, value: str) -> None:
+    for route, field in (("/encode", "align"), ("/reconstruct", "pair")):
+        r = client.post(route, files={"image": png()}, data={field: value})
+        assert assert_problem(r, 422, field)["type"] == INVALID
+    r = client.post("/interpolate", files={"start_image": png(), "end_image": png()}, data={"align": value})
+    assert_problem(r, 422, "align")

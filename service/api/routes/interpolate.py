@@ -134,7 +134,7 @@ async def _parse_json(request: Request) -> tuple[InterpolateOptions, Ends]:
 def _form_align(form: FormData) -> bool | None:
     """The multipart ``align`` option (None when not sent)."""
     value = form.get("align")
-    if value is None:
+    if value is None or value == "":  # as FastAPI reads /encode's form: empty text is not sent
         return None
     if not isinstance(value, str):
         raise InvalidFieldError("Field 'align' must be text, not a file.", field="align")

@@ -7,6 +7,7 @@ test measures the real process's RSS from /proc; it does not time anything).
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from service.memory import DecodeBudget
 from tests.service.live import LiveService, assert_problem
 
 SIDE = 6300
@@ -88,3 +90,22 @@ def test_the_default_pixel_limit_refuses_them_before_decoding(client: httpx.Clie
     files = [("image", ("big.png", flat_png(SIDE), "image/png"))]
     body = assert_problem(client.post("/encode", files=files), 413, "image")
     assert "FACEGEN_MAX_IMAGE_PIXELS" in body["detail"] and "25,000,000" in body["detail"]
+
+
+def test_decode_budget_bounds_the_bytes_held_at_once() -> None:
+    """Holders of 100 each under a capacity of 250: never more than 2 at once; one of 1,000
+    (over the capacity) runs, alone."""
+    budget = DecodeBudget(250)
+    held: list[int] = []
+
+    async def holder(n: int) -> None:
+        async with budget.hold(n):
+            held.append(budget.in_use)
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        await asyncio.gather(*(holder(100) for _ in range(8)), holder(1000))
+
+    asyncio.run(main())
+    assert len(held) == 9 and max(held) in (200, 1000) and budget.in_use == 0
+    assert all(h <= 250 or h == 1000 for h in held)

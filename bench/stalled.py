@@ -33,17 +33,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nofile", type=int, default=1024, help="the server's descriptor limit")
     p.add_argument("--probes", type=int, default=10, help="probe requests after the stall")
     p.add_argument("--probe-timeout", type=float, default=10.0, help="seconds a probe may take")
+    p.add_argument(
+        "--limit-concurrency", type=int, default=0, help="stock only: uvicorn's limit_concurrency (0: none)"
+    )
     p.add_argument("--header-timeout", type=float, default=600.0, help="FACEGEN_HEADER_TIMEOUT_S")
     return p.parse_args(argv)
 
 
 # Serves the tiny model with uvicorn's stock protocol: what `python -m service` did before.
 STOCK = """
-import uvicorn
+import sys, uvicorn
 from service.main import create_app
 from service.settings import Settings
 s = Settings()
-uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="warning")
+limit = int(sys.argv[1]) or None
+uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="warning", limit_concurrency=limit)
 """
 
 
@@ -67,16 +71,15 @@ def main(argv: list[str] | None = None) -> None:
             "FACEGEN_HEADER_TIMEOUT_S": str(args.header_timeout),
             "FACEGEN_LOG_LEVEL": "warning",
         }
-        cmd = (
-            [sys.executable, "-m", "service"] if args.protocol == "guarded" else [sys.executable, "-c", STOCK]
-        )
+        stock = [sys.executable, "-c", STOCK, str(args.limit_concurrency)]
+        cmd = [sys.executable, "-m", "service"] if args.protocol == "guarded" else stock
         nofile = args.nofile
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)),
         )
         url = f"http://127.0.0.1:{port}"
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                 with contextlib.suppress(httpx.TransportError):
                     answered += httpx.get(url + "/healthz", timeout=args.probe_timeout).status_code == 200
             print(
-                f"protocol={args.protocol} stalled={args.stalled} nofile={args.nofile}: "
+                f"protocol={args.protocol} limit_concurrency={args.limit_concurrency} "
+                f"stalled={args.stalled} nofile={args.nofile}: "
                 f"{answered}/{args.probes} probes answered within {args.probe_timeout:g} s"
             )
         finally:

@@ -13,7 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 import uvicorn
 
+from service.connections import guarded_protocol
 from service.main import create_app
+from service.memory import tune_allocator
 from service.settings import Settings
 
 
@@ -26,8 +28,18 @@ def main() -> None:
         # Before any torch work: the model thread and the image-encoding threads share this.
         torch.set_num_threads(settings.torch_threads)
         torch.set_num_interop_threads(1)
+    tune_allocator()  # before the first large allocation (see service/memory.py)
+    protocol = guarded_protocol(settings.header_timeout_s, settings.max_connections)
+    logging.getLogger(__name__).info(
+        "At most %d open connections; request heads within %g s, body pieces within %g s.",
+        protocol.max_connections,
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+    )
     uvicorn.run(
         create_app(settings),
+        http=protocol,
+        timeout_keep_alive=settings.keep_alive_s,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

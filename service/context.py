@@ -5,6 +5,8 @@ For every HTTP request it
 
 * creates a ``RequestContext`` (deadline, timings, image count) in ``scope["state"]``, where
   routes find it as ``request.state.ctx`` (``deps.Ctx``);
+* answers 408 when the next piece of the body takes over ``body_timeout_s`` (a stalled upload
+  must not hold a connection and its buffers forever);
 * refuses a body over ``max_request_bytes`` (413 problem+json): at once when Content-Length
   says so, else from ``receive`` as the bytes arrive (the handlers render that error too);
 * adds the ``Server-Timing`` header (queue, inference, upload decoding, image encoding);
@@ -14,6 +16,7 @@ For every HTTP request it
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLargeError
+from service.errors import PayloadTooLargeError, RequestTimeoutError
 from service.metrics import Metrics
 from service.problems import problem_response
 
@@ -60,11 +63,13 @@ class ServiceMiddleware:
         request_timeout_s: float,
         max_request_bytes: int,
         endpoints: Iterable[str],
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.timeout_s = request_timeout_s
         self.max_bytes = max_request_bytes
+        self.body_timeout_s = body_timeout_s
         self.endpoints = frozenset(endpoints)
 
     def too_large(self) -> PayloadTooLargeError:
@@ -91,15 +96,26 @@ class ServiceMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        received = 0
+        received, body_done = 0, False
 
         async def receive_with_limit() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # afterwards receive() only waits for the client to hang up
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"No part of the request body arrived for {self.body_timeout_s:g} s "
+                    "(FACEGEN_BODY_TIMEOUT_S). Send the body without pausing."
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise self.too_large()
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         try:

@@ -99,6 +99,12 @@ class BadRequestError(FacegenError):
     status, title, slug = 400, "Bad request", "bad-request"
 
 
+class RequestTimeoutError(FacegenError):
+    """408: the client stopped sending its request (FACEGEN_BODY_TIMEOUT_S between body pieces)."""
+
+    status, title, slug = 408, "Request timeout", "request-timeout"
+
+
 class MethodNotAllowedError(FacegenError):
     """405: the route exists but not for this method (the ``Allow`` header says which)."""
 

@@ -14,8 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
 
 from service.api.routes import ROUTERS
 from service.batcher import Batcher
@@ -23,9 +21,9 @@ from service.context import ServiceMiddleware
 from service.deps import Services
 from service.inference import DECODE, ENCODE
 from service.metrics import Metrics
+from service.openapi import build_openapi
 from service.problems import install as install_problem_handlers
 from service.runner import ModelRunner
-from service.schemas import InterpolateRequest
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         request_timeout_s=settings.request_timeout_s,
         max_request_bytes=settings.max_request_bytes,
+        body_timeout_s=settings.body_timeout_s,
         endpoints=_endpoint_paths(app),
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -111,15 +110,11 @@ async def _load(services: Services) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the JSON body of /interpolate (declared by hand: that route also
-    takes multipart, so FastAPI cannot infer it)."""
+    """The OpenAPI document (service/openapi.py), cached once the model's latent_dim is known."""
     if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        _, defs = models_json_schema(
-            [(InterpolateRequest, "validation")], ref_template="#/components/schemas/{model}"
-        )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        info = app.state.services.runner.info
+        schema = build_openapi(app, info.latent_dim if info is not None else None)
+        if info is None:
+            return schema
         app.openapi_schema = schema
     return app.openapi_schema

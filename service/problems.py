@@ -57,9 +57,10 @@ def _error_item(e: Any) -> dict[str, Any]:
     if e.get("type") == "json_invalid":  # loc is ("body", character position)
         pos = e.get("loc", ("body", "?"))[-1]
         reason = (e.get("ctx") or {}).get("error", "JSON decode error")
+        where = f" at character {pos}" if isinstance(pos, int) else ""
         return {
             "field": "body",
-            "message": f"The body is not valid JSON ({reason} at character {pos})",
+            "message": f"The body is not valid JSON ({reason}{where})",
             "type": "json_invalid",
         }
     return {
@@ -67,6 +68,29 @@ def _error_item(e: Any) -> dict[str, Any]:
         "message": str(e.get("msg", "is invalid")),
         "type": e.get("type"),
     }
+
+
+def json_problem(reason: str) -> InvalidFieldError:
+    """The one answer to a body that is not valid JSON, whichever parser found out (FastAPI's
+    ``json.loads`` for /generate and /decode, pydantic's for /interpolate): 422, field "body"."""
+    return validation_problem(
+        [{"type": "json_invalid", "loc": ("body", "?"), "msg": "JSON decode error", "ctx": {"error": reason}}]
+    )
+
+
+def _unparsable_json(exc: BaseException | None) -> str | None:
+    """Why FastAPI could not parse a JSON body (its 400 "error parsing the body"), else None.
+
+    json.loads raises UnicodeDecodeError (invalid UTF-8), RecursionError (deep nesting) or
+    ValueError (an integer of more than 4,300 digits) where pydantic's parser says json_invalid.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not UTF-8"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, ValueError):
+        return str(exc).split(";")[0] or "unreadable"
+    return None
 
 
 def validation_problem(errors: Sequence[Any]) -> InvalidFieldError:
@@ -101,6 +125,13 @@ def _from_http_exception(
         return PayloadTooLargeError(
             f"The request body is over {max_request_bytes:,} bytes (FACEGEN_MAX_REQUEST_BYTES). "
             f"Send fewer or smaller files."
+        )
+    if exc.status_code == 400 and detail.startswith("Too many fields"):
+        # The limit is above every route's own fields, so only unknown or repeated ones reach it.
+        return InvalidFieldError(
+            f"{detail.rstrip('.')}: the form holds unknown or repeated fields. See /docs for the "
+            "fields of this route.",
+            field="body",
         )
     if exc.status_code == 400 and detail.startswith("Too many files"):
         return PayloadTooLargeError(
@@ -143,6 +174,8 @@ def install(app: FastAPI, metrics: Metrics, max_request_bytes: int) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc.__cause__, FacegenError):  # e.g. the body limit, hit while FastAPI read the body
             return problem_response(exc.__cause__, metrics)
+        if exc.status_code == 400 and (reason := _unparsable_json(exc.__cause__)) is not None:
+            return problem_response(json_problem(reason), metrics)
         return problem_response(_from_http_exception(request, exc, max_request_bytes), metrics)
 
     async def on_disconnect(request: Request, exc: Exception) -> ProblemResponse:

@@ -9,18 +9,50 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from service.settings import MAX_ROWS_PER_REQUEST
 
-MAX_SEED = 2**63 - MAX_ROWS_PER_REQUEST  # so seed + i (i < 64) still fits torch's int64 seed
+# seed + i (i < 64) must fit torch's int64 seed; and the bound is a float64 exactly (floats near
+# 2**63 are 1024 apart), so a JSON number written as a float, e.g. 9.2233720368547748e18, is
+# within the bound exactly when its value is (issue 12: the OpenAPI bound and the server's agree).
+MAX_SEED = 2**63 - 1024
+assert MAX_SEED + MAX_ROWS_PER_REQUEST < 2**63 and float(MAX_SEED) == MAX_SEED
 # |z| beyond this is no Gaussian latent (at temperature 2, |z_i| > 15 has p < 1e-13) and only
 # risks inf/NaN inside the decoder.
 LATENT_BOUND = 1000.0
 
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Face i of a request comes from seed + i.")]
+LATENT_MAX_ITEMS = 4096  # the schema's bound before a model is loaded; then exactly latent_dim
+
+
+def _integral(value: Any) -> Any:
+    """4.0 -> 4: JSON Schema's "integer" includes numbers with a zero fraction (and so does the
+    OpenAPI document); 4.5, "4" and true stay refused by the strict int that follows."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def _form_bool(value: Any) -> Any:
+    """Form text "true"/"false" (any case) -> bool, the OpenAPI boolean's only two values; the
+    same rule for every multipart route ("yes", "1", "on" are refused, not guessed)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError("Input should be true or false")
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+# The bounds on int itself, the validator around them: the schema keeps minimum/maximum.
+Seed = Annotated[
+    int,
+    Field(ge=0, le=MAX_SEED, description="Face i of a request comes from seed + i."),
+    BeforeValidator(_integral),
+]
 LatentValue = Annotated[float, Field(allow_inf_nan=False, ge=-LATENT_BOUND, le=LATENT_BOUND)]
-Latent = Annotated[list[LatentValue], Field(min_length=1, max_length=4096)]
+Latent = Annotated[list[LatentValue], Field(min_length=1, max_length=LATENT_MAX_ITEMS)]
 Temperature = Annotated[
     float,
     Field(
@@ -30,7 +62,9 @@ Temperature = Annotated[
     ),
 ]
 ImageFormat = Literal["png", "json"]
-EXAMPLE_LATENT: list[Any] = [0.12, -1.3, 0.5, 0.0, 2.1, -0.7, 0.33, 1.0]  # the tiny test model's 8 dims
+# The tiny test model's 8 dims; service/openapi.py widens every example to the served latent_dim.
+EXAMPLE_LATENT: list[Any] = [0.12, -1.3, 0.5, 0.0, 2.1, -0.7, 0.33, 1.0]
+EXAMPLE_LOGVAR: list[Any] = [-2.0] * 8
 
 
 class StrictModel(BaseModel):
@@ -46,7 +80,7 @@ class GenerateRequest(StrictModel):
         }
     )
 
-    n: int = Field(default=1, ge=1, le=MAX_ROWS_PER_REQUEST, description="Number of faces (1–64).")
+    n: Int = Field(default=1, ge=1, le=MAX_ROWS_PER_REQUEST, description="Number of faces (1–64).")
     seed: Seed | None = Field(
         default=None, description="First seed; null: the server picks one (see X-Seed)."
     )
@@ -102,7 +136,7 @@ InterpolateFormat = Literal["apng", "gif", "strip", "zip", "json"]
 class InterpolateOptions(BaseModel):
     """The fields shared by the JSON and the multipart form of /interpolate (lax: form text)."""
 
-    steps: int = Field(default=8, ge=2, le=MAX_ROWS_PER_REQUEST, description="Frames, both ends included.")
+    steps: Int = Field(default=8, ge=2, le=MAX_ROWS_PER_REQUEST, description="Frames, both ends included.")
     method: Literal["slerp", "lerp"] = Field(
         default="slerp", description="slerp keeps the Gaussian norm; lerp is a line."
     )
@@ -111,7 +145,7 @@ class InterpolateOptions(BaseModel):
         description="apng (image/png), gif, strip (one PNG, left to right), zip (frame_000.png…), json.",
     )
     temperature: Temperature = Field(default=1.0, description="Temperature of seed ends.")
-    duration_ms: int = Field(default=100, ge=10, le=10_000, description="Frame duration of apng and gif.")
+    duration_ms: Int = Field(default=100, ge=10, le=10_000, description="Frame duration of apng and gif.")
 
 
 class InterpolateRequest(InterpolateOptions):
@@ -217,7 +251,7 @@ class EncodeResponse(BaseModel):
                     "model": "celeba64",
                     "version": 3,
                     "latent_dim": 8,
-                    "items": [{"mu": EXAMPLE_LATENT, "logvar": [-2.0] * 8}],
+                    "items": [{"mu": EXAMPLE_LATENT, "logvar": EXAMPLE_LOGVAR}],
                 }
             ]
         }

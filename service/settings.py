@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, ge=1024, description="Largest request body (all files together); then 413."
     )
     max_image_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest width × height an upload's header may claim."
+        default=25_000_000,
+        ge=1,
+        description="Largest width × height an upload's header may claim (25 M: a 24-megapixel camera).",
     )
     png_compress_level: int = Field(default=1, ge=0, le=9, description="zlib level of every PNG sent.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -79,6 +81,32 @@ class Settings(BaseSettings):
     )
     warmup_delay_s: float = Field(
         default=0.0, ge=0.0, description="Test hook: extra sleep during warm-up, to observe /readyz 503."
+    )
+
+    # ---- Hardening (issue 12): memory of uploads, slow and stalled connections.
+    decode_budget_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes of upload pixels decoded at once, across all requests (a larger "
+        "file decodes alone).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="A connection must send a request's complete headers within this many seconds "
+        "of connecting (or of its previous response); else it is closed (408 when it sent a part).",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="Longest wait for the next piece of a request body; then 408."
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="Open connections at most; past it the oldest idle one is closed. 0: the "
+        "process's file-descriptor limit less 128 (kept for files, the model and threads).",
     )
 
     @property

@@ -22,16 +22,27 @@ Order of defences, each a 413 or 415 with a sentence naming the field and what t
    detector's weights a 503 (``AlignmentUnavailableError``). Detection runs on a copy shrunk
    to at most 640 px, so its cost is bounded by that, not by the upload's size.
 
+Memory (issue 12): ``upload_cost`` reads only the header and says how many bytes decoding will
+hold (after JPEG draft mode); ``service.api.inputs`` holds that many bytes of the process's
+``DecodeBudget`` while the file decodes, so the pixels decoded at once across all requests stay
+bounded. A file whose longer side is at least ``2 * DECODE_MAX_SIDE`` is shrunk while decoding
+where the format allows it (JPEG's DCT scaling via ``Image.draft``) and right after the decode
+otherwise (``Image.reduce``, an integer box filter), so everything after the decode (EXIF
+rotation, mode conversion, alignment, crop) works on at most ~2 × DECODE_MAX_SIDE px a side.
+
 ``decode_upload`` is synchronous, CPU-bound and thread-safe (no Pillow global is changed per
 call; the plugin registry is filled once at import), for the app's thread pool.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +68,12 @@ CHUNK_BYTES = 64 * 1024
 # upload a face must be >= 20 px and >= 1/32 of the longer side.
 MIN_FACE_PX = face_align.MIN_FACE_SIZE
 MIN_FACE_FRACTION = face_align.DETECT_MAX_SIDE // face_align.MIN_FACE_SIZE
+
+# Uploads are shrunk to at least this (and under twice this) many px on their longer side
+# before any processing: the model sees 64 px and the face detector 640 px, so nothing needs more.
+DECODE_MAX_SIDE = 1024
+# Bytes per pixel Pillow holds in memory per mode (RGB is stored as 32-bit RGBX).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 # Import every plugin now: Image.open would otherwise do it lazily on the first TIFF/WebP
 # upload, mutating Pillow's registry from whichever worker thread got there first.
@@ -199,18 +216,21 @@ def _prepare(
         ) from exc
 
 
-def decode_upload_and_face(
-    data: bytes, *, max_pixels: int, image_size: int, channels: int, crop: str, field: str = "image"
-) -> tuple[np.ndarray, Face | None]:
-    """Image file bytes -> (uint8 (image_size, image_size, channels), the Face aligned by).
+def _shrink_factor(size: tuple[int, int]) -> int:
+    """The integer factor that brings the longer side to [DECODE_MAX_SIDE, 2·DECODE_MAX_SIDE)."""
+    return max(1, max(size) // DECODE_MAX_SIDE)
 
-    The Face is None unless ``crop`` is "align"; its box and landmarks are in pixels of the
-    upload after EXIF rotation. Raises PayloadTooLargeError (413) for too many pixels,
-    UnsupportedImageError (415) for empty, unaccepted, truncated or corrupt data,
-    NoFaceFoundError (422) when alignment finds no face and AlignmentUnavailableError (503)
-    when the detector's weights are missing. Only the first frame is used.
-    """
-    crop_box(1, 1, crop)  # a bad crop mode is a server bug (ValueError -> 500), not the upload's
+
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """Bytes Pillow allocates to hold an image of ``size`` in ``mode``."""
+    return size[0] * size[1] * _MODE_BYTES.get(mode, 4)
+
+
+@contextmanager
+def _open(data: bytes, max_pixels: int, field: str) -> Iterator[tuple[Image.Image, tuple[int, int]]]:
+    """(The image, its size as the header claims), header read and checked (format, width ×
+    height), nothing decoded. A JPEG is in draft mode: decoding produces the DCT-scaled size
+    (1/2, 1/4 or 1/8), at least 1/``_shrink_factor`` of the claimed size."""
     if not data:
         raise UnsupportedImageError(
             f"The file in field '{field}' is empty (0 bytes). Send {ACCEPTED}.", field=field
@@ -223,9 +243,11 @@ def decode_upload_and_face(
                     field=field,
                 )
             _check_pixels(img.size, max_pixels, field)  # header only: nothing decoded yet
-            img.load()  # first frame; a GIF frame may grow the canvas, so check again
-            _check_pixels(img.size, max_pixels, field)
-            return _prepare(img, image_size, channels, crop, field)
+            claimed = img.size
+            factor = _shrink_factor(claimed)
+            if factor > 1 and img.format in ("JPEG", "MPO"):
+                img.draft(img.mode, (img.width // factor, img.height // factor))
+            yield img, claimed
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(exc, max_pixels, field) from exc
     except Image.UnidentifiedImageError as exc:
@@ -239,3 +261,45 @@ def decode_upload_and_face(
             f"({reason}). Send the complete file as {ACCEPTED}.",
             field=field,
         ) from exc
+
+
+def upload_cost(data: bytes, *, max_pixels: int, field: str = "image") -> int:
+    """Bytes decoding ``data`` will hold at once, from its header alone (after JPEG draft mode).
+
+    Raises as ``decode_upload_and_face`` does for what the header shows (413 too many pixels,
+    415 not an accepted image), so a refused file never waits for the decode budget.
+    """
+    with _open(data, max_pixels, field) as (img, _):
+        return decoded_bytes(img.size, img.mode)
+
+
+def _scaled(face: Face | None, scale: float) -> Face | None:
+    """A Face found in a shrunk copy, in pixels of the full-size upload."""
+    if face is None or scale == 1.0:
+        return face
+    left, top, right, bottom = (float(v) * scale for v in face.box)
+    return dataclasses.replace(face, box=(left, top, right, bottom), landmarks=face.landmarks * scale)
+
+
+def decode_upload_and_face(
+    data: bytes, *, max_pixels: int, image_size: int, channels: int, crop: str, field: str = "image"
+) -> tuple[np.ndarray, Face | None]:
+    """Image file bytes -> (uint8 (image_size, image_size, channels), the Face aligned by).
+
+    The Face is None unless ``crop`` is "align"; its box and landmarks are in pixels of the
+    upload after EXIF rotation. Raises PayloadTooLargeError (413) for too many pixels,
+    UnsupportedImageError (415) for empty, unaccepted, truncated or corrupt data,
+    NoFaceFoundError (422) when alignment finds no face and AlignmentUnavailableError (503)
+    when the detector's weights are missing. Only the first frame is used. An upload of
+    2·DECODE_MAX_SIDE px or more on its longer side is shrunk first (see the module docstring).
+    """
+    crop_box(1, 1, crop)  # a bad crop mode is a server bug (ValueError -> 500), not the upload's
+    with _open(data, max_pixels, field) as (img, claimed):
+        img.load()  # first frame; a GIF frame may grow the canvas, so check again
+        _check_pixels(img.size, max_pixels, field)
+        factor = _shrink_factor(img.size)
+        small = img.reduce(factor) if factor > 1 else img  # (w/f, h/f): the full decode is freed next
+        if small is not img:
+            img.close()
+        arr, face = _prepare(small, image_size, channels, crop, field)
+        return arr, _scaled(face, max(claimed) / max(small.size))

@@ -6,19 +6,22 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
 from anyio import CapacityLimiter
-from starlette.datastructures import UploadFile
+from fastapi import Depends, Request
+from starlette.datastructures import FormData, UploadFile
 
 from facegen_core.align import Face
 from service.context import RequestContext
 from service.errors import InvalidFieldError
+from service.memory import RELEASE_AFTER_BYTES, DecodeBudget, release_memory
 from service.runner import ModelInfo
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
-from service.uploads import decode_upload_and_face, read_upload, upload_crop
+from service.uploads import decode_upload_and_face, read_upload, upload_cost, upload_crop
 
 # Alignment runs MTCNN (torch, CPU) per upload, ~10-100x the cost of decoding: at most this
 # many uploads align at once, whatever the size of anyio's shared pool (40 threads), so a
@@ -33,6 +36,44 @@ def align_limiter() -> CapacityLimiter:
     if _align_limiter is None:
         _align_limiter = CapacityLimiter(ALIGN_CONCURRENCY)
     return _align_limiter
+
+
+def check_form_fields(form: FormData, route: str, fields: Mapping[str, bool]) -> None:
+    """422 for a multipart field ``route`` does not take, or a single-valued one sent twice.
+
+    ``fields``: name -> whether it may repeat (e.g. ``image``). Every multipart route checks
+    its form here, so an unknown or duplicate field is refused the same way everywhere.
+    """
+    for name in form.keys():  # noqa: SIM118 (a multidict: keys() yields repeated names once each)
+        if name not in fields:
+            raise InvalidFieldError(
+                f"Field '{name}' is not a field of {route}; it takes {', '.join(fields)}.", field=name
+            )
+        if not fields[name] and len(form.getlist(name)) > 1:
+            raise InvalidFieldError(
+                f"Field '{name}' is sent {len(form.getlist(name))} times; send it once.", field=name
+            )
+
+
+def form_fields(route: str, fields: Mapping[str, bool]) -> Any:
+    """A dependency running ``check_form_fields`` on the form FastAPI already parsed (cached)."""
+
+    async def check(request: Request) -> None:
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            check_form_fields(await request.form(), route, fields)
+
+    return Depends(check)
+
+
+_decode_budget: DecodeBudget | None = None
+
+
+def decode_budget(settings: Settings) -> DecodeBudget:
+    """The process's one budget of decoded upload bytes (FACEGEN_DECODE_BUDGET_BYTES)."""
+    global _decode_budget
+    if _decode_budget is None:
+        _decode_budget = DecodeBudget(settings.decode_budget_bytes)
+    return _decode_budget
 
 
 async def read_images(
@@ -70,12 +111,27 @@ async def read_images(
         crop=crop,
     )
     limiter = align_limiter() if crop == "align" else None  # None: anyio's shared pool
+    budget = decode_budget(settings)
+    cost = functools.partial(upload_cost, max_pixels=settings.max_image_pixels)
     t0 = time.perf_counter()
-    results = await asyncio.gather(
-        *(
-            anyio.to_thread.run_sync(functools.partial(decode, blob, field=name), limiter=limiter)
-            for blob, name in zip(blobs, names, strict=True)
+    # Every header first (413/415 before any pixel is decoded), then each decode holds its bytes.
+    costs = [
+        await anyio.to_thread.run_sync(functools.partial(cost, b, field=n))
+        for b, n in zip(blobs, names, strict=True)
+    ]
+
+    async def decode_one(blob: bytes, name: str, n: int) -> tuple[np.ndarray, Face | None]:
+        async with budget.hold(n):
+            return await anyio.to_thread.run_sync(
+                functools.partial(decode, blob, field=name), limiter=limiter
+            )
+
+    try:
+        results = await asyncio.gather(
+            *(decode_one(b, n, c) for b, n, c in zip(blobs, names, costs, strict=True))
         )
-    )
+    finally:
+        if sum(costs) >= RELEASE_AFTER_BYTES:
+            await anyio.to_thread.run_sync(release_memory)
     ctx.upload_s += time.perf_counter() - t0  # wall time: the files decode in parallel
     return np.stack([arr for arr, _ in results]), [face for _, face in results]  # (N, S, S, C)

@@ -72,6 +72,13 @@ _QUEUE_FULL = ERROR_RESPONSES[503]["content"][PROBLEM_CONTENT_TYPE]["example"]
 
 UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
+    400: _problem(
+        "The multipart body is malformed (boundaries, part headers).",
+        "bad-request",
+        400,
+        "Bad request",
+        "Invalid multipart data. Check the request's body and Content-Type.",
+    ),
     422: _problems(
         "`/problems/invalid-field`: a field is missing, of the wrong type or out of range (`field` "
         "names it). `/problems/no-face`: face alignment found no face in the file `field` names; "

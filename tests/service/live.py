@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -73,7 +74,10 @@ def free_port() -> int:
 class LiveService:
     """One `python -m service` subprocess; ``url`` once started, log in ``log_path``."""
 
-    def __init__(self, store: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, store: Path, log_path: Path, env: Mapping[str, str] | None = None, nofile: int | None = None
+    ) -> None:
+        """``nofile``: the process's file-descriptor limit (soft and hard), e.g. 1024."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -97,7 +101,25 @@ class LiveService:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+                if nofile
+                else None,
             )
+
+    def rss_bytes(self, key: str = "VmRSS") -> int:
+        """The server's resident memory (``VmRSS``), or its peak (``VmHWM``), from /proc."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no {key} in /proc/{self.proc.pid}/status")
+
+    def reset_peak_rss(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux ≥ 4.0); False where that is not allowed."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

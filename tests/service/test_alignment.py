@@ -284,3 +284,15 @@ def test_fixed_crop_models_are_unchanged_unless_align_is_sent(client: httpx.Clie
     assert asked.json()["items"][0]["mu"] != item["mu"]
     assert_problem(encode(client, FLAT, align="true"), 422, "image")
     assert encode(client, FLAT).status_code == 200
+
+
+def test_face_coordinates_of_a_shrunk_upload_are_in_its_full_size_pixels() -> None:
+    """A 2,400×2,100 photo is aligned on its shrunk copy (issue 12); the face is still reported
+    in the upload's own pixels: the face at 8× on the canvas, 300 px from the left, 250 down."""
+    _, small = decode_upload_and_face(FACE_JPG, crop="align", **DECODE)
+    assert small is not None
+    canvas = Image.new("RGB", (2400, 2100), (90, 120, 60))
+    canvas.paste(face_photo().resize((768, 768), Image.Resampling.LANCZOS), (300, 250))
+    _, big = decode_upload_and_face(png(canvas), crop="align", **DECODE)
+    assert big is not None
+    np.testing.assert_allclose(big.landmarks, small.landmarks * 8 + [300, 250], atol=16.0)

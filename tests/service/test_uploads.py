@@ -18,7 +18,14 @@ from PIL import Image, ImageFile
 from starlette.datastructures import UploadFile
 
 from service.errors import FacegenError, PayloadTooLargeError, UnsupportedImageError
-from service.uploads import CHUNK_BYTES, decode_upload, format_bytes, read_upload
+from service.uploads import (
+    CHUNK_BYTES,
+    DECODE_MAX_SIDE,
+    decode_upload,
+    format_bytes,
+    read_upload,
+    upload_cost,
+)
 from tests.service import corpus
 
 S = corpus.SIZE
@@ -228,3 +235,50 @@ def test_a_bad_crop_mode_is_a_server_error_not_the_uploads() -> None:
     with pytest.raises(ValueError, match="Unknown crop mode") as info:
         _decode(SAMPLES["png_rgb"], crop="middle")
     assert not isinstance(info.value, FacegenError)
+
+
+# ------------------------------------------------------------------ large uploads (issue 12)
+
+
+def _big(fmt: str, width: int, height: int, **params: object) -> bytes:
+    img = Image.fromarray(corpus.pattern(width, height))
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "factor"), [("JPEG", 4), ("PNG", 1)])
+def test_upload_cost_comes_from_the_header_after_jpeg_draft(fmt: str, factor: int) -> None:
+    """A 4,200×3,000 upload: JPEG decodes DCT-scaled to 1/4 (1,050 px, the cost says so), PNG in full;
+    Pillow holds RGB as 4 bytes a pixel."""
+    data = _big(fmt, 4200, 3000, quality=90) if fmt == "JPEG" else _big(fmt, 4200, 3000)
+    assert upload_cost(data, max_pixels=BIG) == (4200 // factor) * (3000 // factor) * 4
+    with pytest.raises(PayloadTooLargeError):
+        upload_cost(data, max_pixels=4200 * 3000 - 1)
+    with pytest.raises(UnsupportedImageError):
+        upload_cost(corpus.text_file(), max_pixels=BIG)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_large_upload_is_shrunk_first_and_crops_as_the_full_size_one(fmt: str) -> None:
+    """Shrinking before the crop/resize changes a 64-px result by little: the large image
+    (3× the 1,024 px threshold) against the same picture already small (what the model sees is
+    the same face)."""
+    side = 3 * DECODE_MAX_SIDE
+    big = _decode(_big(fmt, side, side, quality=95) if fmt == "JPEG" else _big(fmt, side, side), 64)
+    small = _decode(_big("PNG", 512, 512), 64)
+    assert big.shape == small.shape == (64, 64, 3)
+    assert np.abs(big.astype(int) - small.astype(int)).mean() < 3.0
+
+
+def test_exif_rotation_survives_the_shrink() -> None:
+    """EXIF orientation 6 on a 4,096×2,048 JPEG: the result is portrait, as the viewer sees it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _big("JPEG", 4096, 2048, quality=90, exif=exif.tobytes())
+    upright = Image.fromarray(corpus.pattern(4096, 2048)).transpose(Image.Transpose.ROTATE_270)
+    buf = io.BytesIO()
+    upright.save(buf, "PNG")
+    np.testing.assert_allclose(
+        _decode(data, 64, crop="center").astype(float), _decode(buf.getvalue(), 64, crop="center"), atol=12
+    )

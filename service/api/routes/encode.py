@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from facegen_core.align import Face
-from service.api.inputs import read_images
+from service.api.inputs import form_fields, read_images
 from service.api.responses import UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
-from service.schemas import DetectedFace, EncodeResponse, LatentStats
+from service.schemas import DetectedFace, EncodeResponse, FormBool, LatentStats
 
 router = APIRouter(tags=["latents"])
 
@@ -22,7 +22,7 @@ Images = Annotated[
     ),
 ]
 AlignOption = Annotated[
-    bool | None,
+    FormBool | None,
     Form(
         description="Align each photo by its face (the largest one found): detect it and its "
         "landmarks, then warp it to the training faces' framing. Not sent: true for models trained "
@@ -37,7 +37,12 @@ def face_json(face: Face | None) -> DetectedFace | None:
     return None if face is None else DetectedFace.model_validate(face.to_dict())
 
 
-@router.post("/encode", summary="Encode photos into latents", responses=UPLOAD_ERROR_RESPONSES)
+@router.post(
+    "/encode",
+    summary="Encode photos into latents",
+    responses=UPLOAD_ERROR_RESPONSES,
+    dependencies=[form_fields("/encode", {"image": True, "align": False})],
+)
 async def encode(
     image: Images, model: ReadyModel, ctx: Ctx, settings: SettingsDep, align: AlignOption = None
 ) -> EncodeResponse:

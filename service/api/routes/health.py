@@ -38,6 +38,18 @@ async def readyz(services: ServicesDep) -> ReadyResponse:
     return ReadyResponse(model=runner.info.name, version=runner.info.version)
 
 
+# HEAD for probes that send it (the same handlers; the server sends the headers only).
+router.add_api_route("/healthz", healthz, methods=["HEAD"], operation_id="healthz_head", summary="Liveness")
+router.add_api_route(
+    "/readyz",
+    readyz,
+    methods=["HEAD"],
+    operation_id="readyz_head",
+    summary="Readiness",
+    responses={503: {"description": "Not ready (headers only)."}},
+)
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",

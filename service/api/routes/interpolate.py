@@ -14,7 +14,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
-from service.api.inputs import read_images
+from service.api.inputs import check_form_fields, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.decode import check_latent
 from service.deps import Ctx, ReadyModel, SettingsDep
@@ -22,37 +22,66 @@ from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
 from service.inference import Model
 from service.schemas import (
+    EXAMPLE_LATENT,
     MAX_SEED,
+    FormBool,
     ImagesResponse,
     InterpolateOptions,
     InterpolateRequest,
     LatentEnd,
     SeedEnd,
 )
+from service.settings import MAX_ROWS_PER_REQUEST
 
 router = APIRouter(tags=["faces"])
 FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
 PHOTO_FIELDS = ("start_image", "end_image", "start_seed", "end_seed", "align")
-_ALIGN = TypeAdapter(bool)  # lax: form text "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off"
+_ALIGN = TypeAdapter(FormBool)  # form text "true" or "false", as on every multipart route
 
 _FORM_SCHEMA = {
     "type": "object",
+    "additionalProperties": False,  # unknown fields are 422; every field at most once
     "properties": {
-        "start_image": {"type": "string", "format": "binary", "description": "Photo of the first face."},
-        "end_image": {"type": "string", "format": "binary", "description": "Photo of the last face."},
-        "start_seed": {"type": "integer", "description": "Instead of start_image: a seed."},
-        "end_seed": {"type": "integer", "description": "Instead of end_image: a seed."},
+        "start_image": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "Photo of the first face.",
+        },
+        "end_image": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "Photo of the last face.",
+        },
+        "start_seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEED,
+            "description": "Instead of start_image (never both): a seed, ASCII digits.",
+        },
+        "end_seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEED,
+            "description": "Instead of end_image (never both): a seed, ASCII digits.",
+        },
         "steps": {"type": "integer", "default": 8, "minimum": 2, "maximum": 64},
         "method": {"type": "string", "enum": ["slerp", "lerp"], "default": "slerp"},
         "format": {"type": "string", "enum": ["apng", "gif", "strip", "zip", "json"], "default": "apng"},
-        "temperature": {"type": "number", "default": 1.0},
-        "duration_ms": {"type": "integer", "default": 100},
+        "temperature": {"type": "number", "default": 1.0, "exclusiveMinimum": 0, "maximum": 2},
+        "duration_ms": {"type": "integer", "default": 100, "minimum": 10, "maximum": 10_000},
         "align": {
             "type": "boolean",
             "description": "Align each photo by its face (as for /encode). Not sent: true for models "
             "trained on aligned faces, else the model's own crop; false: no alignment.",
         },
     },
+    # Each end is exactly one of a photo or a seed.
+    "allOf": [
+        {"oneOf": [{"required": ["start_image"]}, {"required": ["start_seed"]}]},
+        {"oneOf": [{"required": ["end_image"]}, {"required": ["end_seed"]}]},
+    ],
 }
 OPENAPI_BODY = {
     "requestBody": {
@@ -65,7 +94,7 @@ OPENAPI_BODY = {
                         "value": {"start": {"seed": 1}, "end": {"seed": 2}, "steps": 8, "format": "apng"}
                     },
                     "latent": {
-                        "value": {"start": {"seed": 7}, "end": {"latent": [0.1] * 8}, "format": "json"}
+                        "value": {"start": {"seed": 7}, "end": {"latent": EXAMPLE_LATENT}, "format": "json"}
                     },
                 },
             },
@@ -105,7 +134,7 @@ async def _parse_json(request: Request) -> tuple[InterpolateOptions, Ends]:
 def _form_align(form: FormData) -> bool | None:
     """The multipart ``align`` option (None when not sent)."""
     value = form.get("align")
-    if value is None:
+    if value is None or value == "":  # as FastAPI reads /encode's form: empty text is not sent
         return None
     if not isinstance(value, str):
         raise InvalidFieldError("Field 'align' must be text, not a file.", field="align")
@@ -122,6 +151,10 @@ _SEED_TEXT = re.compile(rf"[0-9]{{1,{len(str(MAX_SEED))}}}")
 
 def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
     image, seed = form.get(f"{side}_image"), form.get(f"{side}_seed")
+    if image is not None and seed is not None:
+        raise InvalidFieldError(
+            f"Fields '{side}_image' and '{side}_seed' are both sent; send one of them.", field=f"{side}_seed"
+        )
     if isinstance(image, FormFile):
         return image
     if image is not None:
@@ -141,9 +174,7 @@ def _form_end(form: FormData, side: str) -> SeedEnd | FormFile:
 
 
 def _parse_form(form: FormData) -> tuple[InterpolateOptions, Ends]:
-    unknown = sorted(set(form.keys()) - {*FORM_FIELDS, *PHOTO_FIELDS})
-    if unknown:
-        raise InvalidFieldError(f"Field '{unknown[0]}' is not a field of /interpolate.", field=unknown[0])
+    check_form_fields(form, "/interpolate", dict.fromkeys((*PHOTO_FIELDS, *FORM_FIELDS), False))
     fields = {k: form[k] for k in FORM_FIELDS if k in form}
     if any(not isinstance(v, str) for v in fields.values()):
         name = next(k for k, v in fields.items() if not isinstance(v, str))
@@ -211,7 +242,11 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         async with request.form(
-            max_files=2, max_fields=len(FORM_FIELDS) + 3, max_part_size=64 * 1024
+            # As the app's limits for the other routes; within them, a repeated start_image or an
+            # unknown field is a 422 from check_form_fields, as everywhere.
+            max_files=MAX_ROWS_PER_REQUEST,
+            max_fields=16,
+            max_part_size=64 * 1024,
         ) as form:
             opts, ends = _parse_form(form)
             a, b = await _end_latents(ends, opts, model, ctx, settings, _form_align(form))

@@ -8,18 +8,22 @@ import numpy as np
 from fastapi import APIRouter, Form, Response
 
 from service.api import render
-from service.api.inputs import read_images
+from service.api.inputs import form_fields, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.encode import AlignOption, Images, face_json
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
-from service.schemas import ReconstructResponse
+from service.schemas import FormBool, ReconstructResponse
 
 router = APIRouter(tags=["latents"])
+FIELDS = {"image": True, "pair": False, "format": False, "align": False}  # name -> may repeat
 
 
 @router.post(
     "/reconstruct",
+    dependencies=[
+        form_fields("/reconstruct", {"image": True, "pair": False, "format": False, "align": False})
+    ],
     summary="Reconstruct photos (encode, then decode)",
     response_model=ReconstructResponse,
     responses={**IMAGE_RESPONSES, **UPLOAD_ERROR_RESPONSES},
@@ -29,7 +33,9 @@ async def reconstruct(
     model: ReadyModel,
     ctx: Ctx,
     settings: SettingsDep,
-    pair: Annotated[bool, Form(description="Put the model's input crop beside each reconstruction.")] = False,
+    pair: Annotated[
+        FormBool, Form(description="Put the model's input crop beside each reconstruction.")
+    ] = False,
     format: Annotated[
         Literal["png", "json"], Form(description="png: one image or a grid; json: base64 PNGs.")
     ] = "png",

@@ -35,6 +35,7 @@ graph's output does not match an eager pass, the runner logs a warning and runs 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -78,11 +79,22 @@ class ModelInfo:
 class ModelRunner:
     """Loads one artifact and runs its encoder/decoder on a single dedicated thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: ThreadPoolExecutor | None = None,
+        name: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """``name``/``version``: what to load (default: the settings'); ``executor``: the model
+        thread, shared by every version loaded over the process's life (service.versions)."""
         self.settings = settings
+        self.name, self.version = name or settings.model_name, version or settings.model_version
         # One thread owns the device: torch calls are never interleaved across threads,
         # and the event loop never blocks on them.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facegen-model")
+        self._owns_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="facegen-model")
+        self.fingerprint = ""  # hash of what fixes a request's output bytes (caching ETags), once ready
         self.state = "loading"
         self.reason = "The model is loading."
         self.path: str | None = None
@@ -100,18 +112,29 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ loading
 
+    @property
+    def label(self) -> str:
+        """NAME/VERSION (X-Model-Version), once the manifest is read."""
+        return f"{self.info.name}/{self.info.version}" if self.info else f"{self.name}/{self.version}"
+
     def load(self) -> None:
         """Resolve, verify, load and warm up; never raises (the outcome is in ``state``)."""
-        s = self.settings
         started = time.perf_counter()
+        if self.prepare():
+            self.warm_up(started)
+
+    def prepare(self) -> bool:
+        """Resolve, verify every sha256 and load the weights; never raises. Touches no model the
+        service is running, so a version swap runs it on another thread than the model's."""
+        s = self.settings
         try:
             if s.torch_threads:
                 torch.set_num_threads(s.torch_threads)
             self.device = resolve_device(s.device)
             self.chunk_rows = s.effective_chunk_rows(self.device.type)
             store = ModelStore(s.model_store)
-            name = s.model_name or store.default_name()
-            path = store.resolve(name, s.model_version)
+            name = self.name or store.default_name()
+            path = store.resolve(name, self.version)
             self.path = str(path)
             log.info("Loading model %s from %s on %s (%s).", name, path, self.device, s.precision)
             artifact = load_artifact(path, self.device)
@@ -129,12 +152,22 @@ class ModelRunner:
                 prior=artifact.prior,
             )
             self.state, self.reason = "warming_up", "The model is loaded and warming up."
-            self._warm_up()
         except Exception as exc:  # any failure: report it, keep the process up
-            self.state = "failed"
-            self.reason = f"The model could not be loaded: {exc}"
-            log.error("%s", self.reason, exc_info=not _expected(exc))
+            self._fail(exc)
+            return False
+        return True
+
+    def warm_up(self, started: float | None = None) -> None:
+        """Warm up and probe (on the model thread); never raises (the outcome is in ``state``)."""
+        started = time.perf_counter() if started is None else started
+        try:
+            self._warm_up()
+            self._probe()
+        except Exception as exc:
+            self._fail(exc)
             return
+        assert self.info is not None
+        self.fingerprint = _fingerprint(self.info.sha256, str(self.device), self.settings, self.chunk_rows)
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
             "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, cuda_graphs=%s).",
@@ -145,6 +178,31 @@ class ModelRunner:
             torch.get_num_threads(),
             self.cuda_graphs,
         )
+
+    def _fail(self, exc: Exception) -> None:
+        self.state = "failed"
+        self.reason = f"The model could not be loaded: {exc}"
+        self._artifact, self._graphs = None, {}
+        log.error("%s", self.reason, exc_info=not _expected(exc))
+
+    def release(self) -> None:
+        """Drop the weights (a retired version); later calls fail as before a load."""
+        self._artifact, self._graphs = None, {}
+        if self.state == "ready":
+            self.state, self.reason = "retired", "This model version was replaced by another."
+
+    def _probe(self) -> None:
+        """Faces from the model's own prior must be finite and not all one colour: a checksum
+        proves the files are the ones exported, not that the export was a working model."""
+        art, info = self._require(), self.info
+        assert info is not None
+        z = info.prior.latents_for_seeds(0, 4, info.latent_dim, 1.0).to(self.device)  # (4, D)
+        with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
+            x = art.decoder(z).float()  # (4, C, H, W) in [-1, 1]
+        if not torch.isfinite(x).all():
+            raise RuntimeError("The probe's faces (seeds 0-3) hold non-finite values.")
+        if float(x.std()) < 1e-4:
+            raise RuntimeError("The probe's faces (seeds 0-3) are one flat colour.")
 
     def _warm_up(self) -> None:
         """Capture the CUDA graphs, then run each op at a few batch sizes (through the graphs,
@@ -263,7 +321,22 @@ class ModelRunner:
         return float(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0.0
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _fingerprint(weights_sha256: str, device: str, s: Settings, chunk_rows: int) -> str:
+    """What, beside the request, fixes the bytes of a response (see the determinism note)."""
+    parts = [
+        weights_sha256,
+        device,
+        s.precision,
+        str(chunk_rows),
+        str(s.cuda_graphs),
+        str(s.png_compress_level),
+    ]
+    parts += [torch.__version__, str(torch.get_num_threads())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 class _GraphedPass:

@@ -193,6 +193,8 @@ class AuthMiddleware:
         self.open_paths = tuple(settings.open_paths)
         self.keys = keys
         self.metrics = metrics
+        # One line per request with the key's id: INFO with FACEGEN_ACCESS_LOG, else DEBUG.
+        self.request_log_level = logging.INFO if settings.access_log else logging.DEBUG
 
     def _check(self, scope: Scope) -> tuple[ApiKey | None, FacegenError | None]:
         path: str = scope["path"]
@@ -265,7 +267,14 @@ class AuthMiddleware:
         finally:
             if self.enabled:
                 self.metrics.api_key_requests.labels(key=key_id, status=str(status)).inc()
-                log.debug("%s %s -> %d (key %s)", scope["method"], scope["path"], status, key_id)
+                log.log(
+                    self.request_log_level,
+                    "%s %s -> %d (key %s)",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    key_id,
+                )
 
 
 def add_security(schema: dict[str, Any], open_paths: Iterable[str]) -> None:

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 Pass = Callable[[torch.Tensor], torch.Tensor]
+WARMUP_SLICE_PASSES = 8  # forward passes per warm-up step (a swap interleaves serving between steps)
 GRAPH_WARMUP_ITERS = 3  # eager passes on a side stream before capture (cuDNN/cuBLAS set-up)
 
 
@@ -153,7 +155,7 @@ class ModelRunner:
             )
             self.state, self.reason = "warming_up", "The model is loaded and warming up."
         except Exception as exc:  # any failure: report it, keep the process up
-            self._fail(exc)
+            self.fail(exc)
             return False
         return True
 
@@ -161,11 +163,33 @@ class ModelRunner:
         """Warm up and probe (on the model thread); never raises (the outcome is in ``state``)."""
         started = time.perf_counter() if started is None else started
         try:
-            self._warm_up()
-            self._probe()
+            for step in self.warm_up_steps():
+                step()
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
+        self.mark_ready(started)
+
+    def warm_up_steps(self) -> list[Callable[[], None]]:
+        """The warm-up and the probe as short steps, each to run on the model thread in order.
+        A swap (service.versions) submits them one at a time, so the version still serving
+        runs its batches between them instead of waiting for the whole warm-up."""
+        s, info = self.settings, self.info
+        assert info is not None
+        steps: list[Callable[[], None]] = [self._capture_graphs]
+        # Every pass has chunk_rows rows, so a warm-up batch of b rows is ceil(b / chunk_rows)
+        # identical passes: cut into slices of a few passes, it warms the same kernels.
+        slice_rows = WARMUP_SLICE_PASSES * self.chunk_rows
+        for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
+            steps += [partial(self._warm_up_rows, min(slice_rows, b - i)) for i in range(0, b, slice_rows)]
+        if info.input_crop == "align":
+            steps.append(_warm_up_detector)
+        if s.warmup_delay_s:
+            steps.append(partial(time.sleep, s.warmup_delay_s))  # test hook (FACEGEN_WARMUP_DELAY_S)
+        steps.append(self._probe)
+        return steps
+
+    def mark_ready(self, started: float) -> None:
         assert self.info is not None
         self.fingerprint = _fingerprint(self.info.sha256, str(self.device), self.settings, self.chunk_rows)
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
@@ -179,7 +203,7 @@ class ModelRunner:
             self.cuda_graphs,
         )
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         self.state = "failed"
         self.reason = f"The model could not be loaded: {exc}"
         self._artifact, self._graphs = None, {}
@@ -204,21 +228,14 @@ class ModelRunner:
         if float(x.std()) < 1e-4:
             raise RuntimeError("The probe's faces (seeds 0-3) are one flat colour.")
 
-    def _warm_up(self) -> None:
-        """Capture the CUDA graphs, then run each op at a few batch sizes (through the graphs,
-        when captured) so the first request pays no one-off costs."""
+    def _warm_up_rows(self, rows: int) -> None:
+        """Decode and encode ``rows`` rows (through the CUDA graphs, when captured), so the
+        first request pays no one-off costs."""
         assert self.info is not None
-        s, info = self.settings, self.info
-        self._capture_graphs()
-        for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
-            images = self.decode(np.zeros((b, info.latent_dim), np.float32))
-            stats = self.encode(images)
-            if not np.isfinite(stats).all():
-                raise RuntimeError("The encoder returned non-finite values during warm-up.")
-        if info.input_crop == "align":
-            _warm_up_detector()
-        if s.warmup_delay_s:
-            time.sleep(s.warmup_delay_s)  # test hook (FACEGEN_WARMUP_DELAY_S)
+        images = self.decode(np.zeros((rows, self.info.latent_dim), np.float32))
+        stats = self.encode(images)
+        if not np.isfinite(stats).all():
+            raise RuntimeError("The encoder returned non-finite values during warm-up.")
 
     def _capture_graphs(self) -> None:
         """One CUDA graph per op at the pass shape (chunk_rows rows); on any failure, eager."""

@@ -132,7 +132,13 @@ class ModelVersions:
             new = self._make(target_name, version)
             loop = asyncio.get_running_loop()
             if await asyncio.to_thread(new.runner.prepare):
-                await loop.run_in_executor(self.executor, new.runner.warm_up, None)
+                try:
+                    for step in new.runner.warm_up_steps():  # the old version's batches run between
+                        await loop.run_in_executor(self.executor, step)
+                except Exception as exc:
+                    new.runner.fail(exc)
+                else:
+                    new.runner.mark_ready(started)
             if not new.runner.ready:
                 new.runner.release()
                 self.metrics.model_swaps.labels(outcome="failed").inc()

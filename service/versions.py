@@ -37,6 +37,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 RETIRE_POLL_S = 0.5
+RETIRE_MARGIN_S = 1.0  # past the last deadline, so a job is never cancelled before it would time out
 
 
 @dataclass
@@ -166,7 +167,7 @@ class ModelVersions:
 
     async def _retire(self, old: Served) -> None:
         """Stop the old version once no request bound to it can still be waiting for it."""
-        await asyncio.sleep(self.settings.request_timeout_s)
+        await asyncio.sleep(self.settings.request_timeout_s + RETIRE_MARGIN_S)
         while old.batcher.queued_rows:
             await asyncio.sleep(RETIRE_POLL_S)
         await old.batcher.stop()

@@ -49,7 +49,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
         "watched": LiveService(
             watched,
             tmp / "watched.log",
-            {"FACEGEN_WATCH_STORE_S": "0.3", "FACEGEN_ADMIN_WITHOUT_KEYS": "true"},
+            # A short deadline, so the replaced version is retired within the test.
+            {
+                "FACEGEN_WATCH_STORE_S": "0.3",
+                "FACEGEN_ADMIN_WITHOUT_KEYS": "true",
+                "FACEGEN_REQUEST_TIMEOUT_S": "2",
+            },
         ),
     }
     try:
@@ -201,4 +206,11 @@ def test_the_store_watch_swaps_to_a_new_version(servers: dict[str, LiveService],
                 break
             time.sleep(0.2)
         assert r.headers["x-model-version"] == "tiny/3", service.log()[-3000:]
-        assert c.get("/admin/models").json()["last_swap"]["previous"] == "tiny/1"
+        state = c.get("/admin/models").json()
+        assert state["last_swap"]["previous"] == "tiny/1" and state["last_swap"]["serving"] == "tiny/3"
+        # Retired once no request bound to it can still be running (deadline 2 s + margin).
+        while c.get("/admin/models").json()["retiring"] and time.monotonic() < deadline + 30:
+            time.sleep(0.2)
+        assert c.get("/admin/models").json()["retiring"] == []
+        assert "Retired tiny/1." in service.log()
+        assert c.post("/generate", json={"seed": 1}).headers["x-model-version"] == "tiny/3"

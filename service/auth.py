@@ -288,8 +288,20 @@ def add_security(schema: dict[str, Any], open_paths: Iterable[str]) -> None:
     }
     schemes["apiKeyHeader"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     schema["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    refusals = {
+        "401": {
+            "description": "No API key, or an unknown one (`WWW-Authenticate: Bearer`).",
+            "content": problem,
+        },
+        "429": {"description": "The key is over its request rate (`Retry-After`).", "content": problem},
+    }
     for path, operations in schema.get("paths", {}).items():
-        if is_open(path, open_paths) and not is_admin_path(path):
-            for op in operations.values():
-                if isinstance(op, dict):
-                    op["security"] = []
+        for op in operations.values():
+            if not isinstance(op, dict):
+                continue
+            if is_open(path, open_paths) and not is_admin_path(path):
+                op["security"] = []
+            else:
+                for status, response in refusals.items():
+                    op.setdefault("responses", {}).setdefault(status, response)

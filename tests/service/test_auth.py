@@ -143,7 +143,11 @@ def test_openapi_declares_the_security_schemes(kc: httpx.Client) -> None:
     assert schemes["apiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     assert spec["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
-    assert "security" not in spec["paths"]["/generate"]["post"]  # the global requirement applies
+    generate = spec["paths"]["/generate"]["post"]
+    assert "security" not in generate  # the global requirement applies
+    assert {"401", "429"} <= set(generate["responses"]) and "Problem" in spec["components"]["schemas"]
+    assert {"401", "403", "429"} <= set(spec["paths"]["/admin/swap"]["post"]["responses"])
+    assert "401" not in spec["paths"]["/healthz"]["get"]["responses"]
 
 
 # ------------------------------------------------------------------ parsing and the bucket

@@ -11,7 +11,20 @@ from service.deps import ServicesDep
 from service.errors import PROBLEM_CONTENT_TYPE
 from service.schemas import Problem
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}, "description": description}
+
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    responses={
+        401: _problem("No API key, or an unknown one (`WWW-Authenticate: Bearer`)."),
+        403: _problem("Not an admin key; or API keys are off and FACEGEN_ADMIN_WITHOUT_KEYS is not set."),
+        429: _problem("The key is over its request rate (`Retry-After`)."),
+    },
+)
 
 
 class SwapRequest(BaseModel):
@@ -40,10 +53,6 @@ class AdminModelsResponse(BaseModel):
     state: str
     retiring: list[str] = Field(..., description="Versions still finishing requests they started.")
     last_swap: dict[str, Any] | None = Field(..., description="The last swap's outcome (or reason).")
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}, "description": description}
 
 
 @router.get("/models", summary="Served model version and the last swap")

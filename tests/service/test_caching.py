@@ -21,6 +21,8 @@ def decode_rows(client: httpx.Client) -> float:
         ("/generate", {"seed": 31, "n": 4, "temperature": 0.7}),
         ("/generate", {"seed": 31, "format": "json"}),
         ("/decode", {"latents": [LATENT, LATENT]}),
+        ("/interpolate", {"start": {"seed": 1}, "end": {"latent": LATENT}, "steps": 4, "format": "zip"}),
+        ("/interpolate", {"start": {"seed": 1}, "end": {"seed": 2}, "steps": 3, "format": "gif"}),
     ],
 )
 def test_a_determined_request_gets_an_etag_and_a_304_without_the_model(
@@ -89,4 +91,7 @@ def test_a_server_picked_seed_is_not_cacheable(client: httpx.Client) -> None:
 
 def test_errors_are_not_cached(client: httpx.Client) -> None:
     r = client.post("/decode", json={"latents": [[0.0] * 3]})
+    assert r.status_code == 422 and "etag" not in r.headers
+    bad_end = {"start": {"seed": 1}, "end": {"latent": [0.0] * 3}}
+    r = client.post("/interpolate", json=bad_end, headers={"If-None-Match": "*"})
     assert r.status_code == 422 and "etag" not in r.headers

@@ -3,6 +3,10 @@
 ``ModelRunner.load`` (on the worker thread) verifies and loads the artifact, then warms up;
 its outcome is ``state`` ("loading", "ready" or "failed" with ``reason``), which /readyz and
 /models report. A failed load leaves the process running: /healthz stays 200, /readyz 503.
+One runner is one model version. When another version is swapped in while serving
+(service.versions), its ``prepare`` (resolve, verify, copy the weights to the device) runs on
+a loader thread, and its ``warm_up_steps`` (everything that runs the networks, CUDA graph
+capture included) on the model thread shared by all versions.
 
 Determinism. A conv's result for one sample depends on the batch it is computed in
 (oneDNN/cuDNN pick kernels and blockings by shape, and by memory layout). Measured on this

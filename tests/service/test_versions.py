@@ -13,6 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
+from service.errors import SwapInProgressError
+from service.metrics import Metrics
+from service.settings import Settings
+from service.versions import ModelVersions, SwapOutcome
 from tests.service.live import LiveService, assert_problem, metric_value, png_pixels, png_text, tiny_artifact
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -214,3 +218,58 @@ def test_the_store_watch_swaps_to_a_new_version(servers: dict[str, LiveService],
         assert c.get("/admin/models").json()["retiring"] == []
         assert "Retired tiny/1." in service.log()
         assert c.post("/generate", json={"seed": 1}).headers["x-model-version"] == "tiny/3"
+
+
+# ------------------------------------------------------------------ in process (service.versions)
+
+
+def _versions(store: Path, **settings: object) -> ModelVersions:
+    s = Settings(
+        model_store=store,
+        device="cpu",
+        torch_threads=1,
+        warmup_batch_sizes=(1,),
+        max_delay_ms=1.0,
+        **settings,
+    )
+    return ModelVersions(s, Metrics(s.max_batch_size))
+
+
+def test_one_swap_at_a_time(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        tiny_artifact(tmp_path, seed=seed)
+
+    async def scenario() -> list[object]:
+        models = _versions(tmp_path, model_version=1)
+        await models.start()
+        try:
+            return await asyncio.gather(
+                models.swap(version=2), models.swap(version=1), return_exceptions=True
+            )
+        finally:
+            await models.stop()
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, SwapOutcome) and first.serving == "tiny/2"
+    assert isinstance(second, SwapInProgressError) and second.status == 409
+
+
+def test_a_swap_replaces_a_version_that_failed_to_load(tmp_path: Path) -> None:
+    tiny_artifact(tmp_path, seed=0)
+
+    async def scenario() -> tuple[str, str, np.ndarray]:
+        models = _versions(tmp_path, model_version=7)  # no such version: the start fails
+        await models.start()
+        try:
+            failed = models.current.runner.state
+            outcome = await models.swap(version=1)
+            served = models.current
+            latents = np.zeros((2, served.runner.info.latent_dim), np.float32)  # type: ignore[union-attr]
+            faces = (await served.batcher.run("decode", latents, deadline=time.monotonic() + 30)).output
+            return failed, outcome.serving, faces
+        finally:
+            await models.stop()
+
+    failed, serving, faces = asyncio.run(scenario())
+    assert failed == "failed" and serving == "tiny/1"
+    assert faces.shape == (2, 32, 32, 3) and faces.dtype == np.uint8

@@ -115,6 +115,8 @@ class Metrics:
         )
         for op in OPS:  # export the per-op series from the start, at zero
             self.queue_depth_gauge.labels(op=op).set(0)
+        for outcome in ("ok", "failed"):  # so rate() and alerts see a swap's first increase
+            self.model_swaps.labels(outcome=outcome)
 
     def track_gpu_memory(self, read: Callable[[], float]) -> None:
         """Export facegen_gpu_memory_allocated_bytes (only called when running on CUDA)."""

@@ -9,9 +9,11 @@ For every HTTP request it
   must not hold a connection and its buffers forever);
 * refuses a body over ``max_request_bytes`` (413 problem+json): at once when Content-Length
   says so, else from ``receive`` as the bytes arrive (the handlers render that error too);
-* adds the ``Server-Timing`` header (queue, inference, upload decoding, image encoding);
-* counts ``facegen_requests_total``, ``facegen_request_duration_seconds`` and
-  ``facegen_images_total`` under the route path (or "other", so labels stay few).
+* adds the ``Server-Timing`` header (queue, inference, upload decoding, image encoding), and
+  ``X-Model-Version`` (NAME/VERSION) when the request was bound to a model;
+* counts ``facegen_requests_total``, ``facegen_request_duration_seconds``,
+  ``facegen_images_total`` and ``facegen_model_requests_total`` under the route path (or
+  "other", so labels stay few).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class RequestContext:
     upload_s: float = 0.0
     encode_s: float = 0.0
     images: int = 0  # images returned, for facegen_images_total
+    model_version: str | None = None  # NAME/VERSION of the model bound to the request (X-Model-Version)
+    key_id: str | None = None  # the API key's id (never the key), when keys are on
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -93,6 +97,8 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 headers = [*message.get("headers", []), (b"server-timing", ctx.server_timing().encode())]
+                if ctx.model_version is not None:
+                    headers.append((b"x-model-version", ctx.model_version.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -128,5 +134,9 @@ class ServiceMiddleware:
         finally:
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - now)
+            if status == 304:
+                self.metrics.not_modified.labels(endpoint=endpoint).inc()
+            if ctx.model_version is not None:
+                self.metrics.model_requests.labels(model_version=ctx.model_version, endpoint=endpoint).inc()
             if ctx.images and status < 400:
                 self.metrics.images.labels(endpoint=endpoint).inc(ctx.images)

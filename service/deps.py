@@ -14,6 +14,7 @@ from service.inference import Model
 from service.metrics import Metrics
 from service.runner import ModelRunner
 from service.settings import Settings
+from service.versions import ModelVersions
 
 
 @dataclass
@@ -22,8 +23,16 @@ class Services:
 
     settings: Settings
     metrics: Metrics
-    runner: ModelRunner
-    batcher: Batcher
+    models: ModelVersions
+
+    @property
+    def runner(self) -> ModelRunner:
+        """The current version's runner (the one new requests get)."""
+        return self.models.current.runner
+
+    @property
+    def batcher(self) -> Batcher:
+        return self.models.current.batcher
 
 
 def get_services(request: Request) -> Services:
@@ -41,14 +50,17 @@ def get_ctx(request: Request) -> RequestContext:
 
 
 def get_model(request: Request) -> Model:
-    """The loaded model, bound to this request; 503 (problem+json) until /readyz is 200."""
-    services = get_services(request)
-    runner = services.runner
+    """The current model version, bound to this request for its whole life (a swap meanwhile
+    does not change it); 503 (problem+json) until /readyz is 200."""
+    served = get_services(request).models.current  # read once: the request keeps this version
+    runner = served.runner
     if not runner.ready or runner.info is None:
         raise NotReadyError(
             f"{runner.reason} Retry when GET /readyz answers 200.", headers={"Retry-After": "5"}
         )
-    return Model(runner.info, services.batcher, get_ctx(request), request.is_disconnected)
+    ctx = get_ctx(request)
+    ctx.model_version = served.label  # X-Model-Version, and the model_version metrics label
+    return Model(runner.info, served.batcher, ctx, request.is_disconnected, runner.fingerprint)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

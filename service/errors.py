@@ -133,3 +133,35 @@ class ModelCallError(FacegenError):
     """500: the model call for this request's batch failed (a facegen bug, not bad input)."""
 
     status, title, slug = 500, "Model call failed", "model-call-failed"
+
+
+class UnauthorizedError(FacegenError):
+    """401 + WWW-Authenticate: no API key, or one the server does not know."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class ForbiddenError(FacegenError):
+    """403: the key is valid but its role may not use this route (admin routes), or admin routes
+    are off because API keys are off."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class RateLimitedError(FacegenError):
+    """429 + Retry-After: this key sent more requests than its rate allows."""
+
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+
+class SwapInProgressError(FacegenError):
+    """409: another model swap is running; retry when it has finished."""
+
+    status, title, slug = 409, "Swap in progress", "swap-in-progress"
+
+
+class ModelLoadError(FacegenError):
+    """422: the requested model version could not be loaded, verified or warmed up; the previous
+    version keeps serving (``serving`` names it)."""
+
+    status, title, slug = 422, "Model load failed", "model-load-failed"

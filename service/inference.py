@@ -25,6 +25,7 @@ class Model:
     batcher: Batcher
     ctx: RequestContext
     disconnected: Callable[[], Awaitable[bool]] | None = None
+    fingerprint: str = ""  # the runner's: what beside the request fixes the output bytes (ETags)
 
     async def _run(self, op: str, rows: np.ndarray) -> np.ndarray:
         result = await self.batcher.run(op, rows, deadline=self.ctx.deadline, disconnected=self.disconnected)

@@ -1,4 +1,4 @@
-"""The app factory: wires settings, metrics, model runner, batcher, routes and handlers.
+"""The app factory: wires settings, metrics, API keys, model versions, routes and handlers.
 
 Nothing here computes anything; ``create_app(settings)`` returns a FastAPI app whose lifespan
 starts the batcher and loads the model in the background, so /healthz answers at once and
@@ -16,15 +16,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.routes import ROUTERS
-from service.batcher import Batcher
+from service.auth import AuthMiddleware, KeyRing, add_security
 from service.context import ServiceMiddleware
 from service.deps import Services
-from service.inference import DECODE, ENCODE
 from service.metrics import Metrics
 from service.openapi import build_openapi
 from service.problems import install as install_problem_handlers
-from service.runner import ModelRunner
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
+from service.versions import ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +40,18 @@ into few model calls (dynamic batching); a full queue answers 503 with `Retry-Af
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics(settings.max_batch_size)
-    runner = ModelRunner(settings)
-    batcher = Batcher(
-        {ENCODE: runner.encode, DECODE: runner.decode},
-        max_batch_size=settings.max_batch_size,
-        max_delay_s=settings.max_delay_s,
-        max_queue_rows=settings.max_queue_rows,
-        executor=runner.executor,
-        observer=metrics,
-    )
-    services = Services(settings=settings, metrics=metrics, runner=runner, batcher=batcher)
+    keys = KeyRing.from_settings(settings)  # a bad key entry stops the start, with its line
+    models = ModelVersions(settings, metrics)
+    services = Services(settings=settings, metrics=metrics, models=models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        loading = asyncio.ensure_future(_load(services))
+        loading = asyncio.ensure_future(models.start())
         try:
             yield
         finally:
             loading.cancel()
-            await batcher.stop()
-            runner.shutdown()
+            await models.stop()
 
     app = FastAPI(
         title="facegen",
@@ -75,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_problem_handlers(app, metrics, settings.max_request_bytes)
     app.add_middleware(
+        AuthMiddleware, settings=settings, keys=keys, metrics=metrics
+    )  # inside ServiceMiddleware
+    app.add_middleware(
         ServiceMiddleware,
         metrics=metrics,
         request_timeout_s=settings.request_timeout_s,
@@ -82,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         endpoints=_endpoint_paths(app),
     )
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
@@ -92,28 +85,14 @@ def _endpoint_paths(app: FastAPI) -> list[str]:
     return [p for p in [*paths, app.openapi_url, app.docs_url, app.redoc_url] if p]
 
 
-async def _load(services: Services) -> None:
-    """Load on the model thread; then publish facegen_model_info (and GPU memory on CUDA)."""
-    runner = services.runner
-    await asyncio.get_running_loop().run_in_executor(runner.executor, runner.load)
-    if runner.ready and runner.info is not None:
-        info, s = runner.info, services.settings
-        services.metrics.model_info.labels(
-            name=info.name,
-            version=str(info.version),
-            sha256=info.sha256,
-            device=runner.device.type,
-            precision=s.precision,
-        ).set(1)
-        if runner.device.type == "cuda":
-            services.metrics.track_gpu_memory(runner.gpu_memory_allocated)
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document (service/openapi.py), cached once the model's latent_dim is known."""
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document (service/openapi.py), cached once the model's latent_dim is known;
+    with the API-key security schemes when keys are on."""
     if app.openapi_schema is None:
         info = app.state.services.runner.info
         schema = build_openapi(app, info.latent_dim if info is not None else None)
+        if settings.api_keys_enabled:
+            add_security(schema, settings.open_paths)
         if info is None:
             return schema
         app.openapi_schema = schema

@@ -2,7 +2,8 @@
 
 The names and labels are a contract with deploy/ (dashboard, alerts): add, never rename.
 Labels have few values: ``endpoint`` is a route path or "other", ``op`` is encode/decode,
-``reason`` is a problem slug (queue_full, invalid_field, ...).
+``reason`` is a problem slug (queue_full, invalid_field, ...), ``key`` a configured API key id
+or "-", ``model_version`` a NAME/VERSION of the store.
 """
 
 from __future__ import annotations
@@ -88,8 +89,34 @@ class Metrics:
             ["name", "version", "sha256", "device", "precision"],
             registry=r,
         )
+        self.api_key_requests = Counter(
+            "facegen_api_key_requests_total",
+            "Requests by API key id ('-': no valid key) and status code, when API keys are on.",
+            ["key", "status"],
+            registry=r,
+        )
+        self.model_requests = Counter(
+            "facegen_model_requests_total",
+            "Requests answered by a model version (the X-Model-Version they carry), by route.",
+            ["model_version", "endpoint"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "facegen_model_swaps_total",
+            "Model version swaps while serving, by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.not_modified = Counter(
+            "facegen_not_modified_total",
+            "Requests answered 304 from If-None-Match, without running the model.",
+            ["endpoint"],
+            registry=r,
+        )
         for op in OPS:  # export the per-op series from the start, at zero
             self.queue_depth_gauge.labels(op=op).set(0)
+        for outcome in ("ok", "failed"):  # so rate() and alerts see a swap's first increase
+            self.model_swaps.labels(outcome=outcome)
 
     def track_gpu_memory(self, read: Callable[[], float]) -> None:
         """Export facegen_gpu_memory_allocated_bytes (only called when running on CUDA)."""

@@ -3,6 +3,10 @@
 ``ModelRunner.load`` (on the worker thread) verifies and loads the artifact, then warms up;
 its outcome is ``state`` ("loading", "ready" or "failed" with ``reason``), which /readyz and
 /models report. A failed load leaves the process running: /healthz stays 200, /readyz 503.
+One runner is one model version. When another version is swapped in while serving
+(service.versions), its ``prepare`` (resolve, verify, copy the weights to the device) runs on
+a loader thread, and its ``warm_up_steps`` (everything that runs the networks, CUDA graph
+capture included) on the model thread shared by all versions.
 
 Determinism. A conv's result for one sample depends on the batch it is computed in
 (oneDNN/cuDNN pick kernels and blockings by shape, and by memory layout). Measured on this
@@ -35,12 +39,14 @@ graph's output does not match an eager pass, the runner logs a warning and runs 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -57,6 +63,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 Pass = Callable[[torch.Tensor], torch.Tensor]
+WARMUP_SLICE_PASSES = 8  # forward passes per warm-up step (a swap interleaves serving between steps)
 GRAPH_WARMUP_ITERS = 3  # eager passes on a side stream before capture (cuDNN/cuBLAS set-up)
 
 
@@ -78,11 +85,22 @@ class ModelInfo:
 class ModelRunner:
     """Loads one artifact and runs its encoder/decoder on a single dedicated thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: ThreadPoolExecutor | None = None,
+        name: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """``name``/``version``: what to load (default: the settings'); ``executor``: the model
+        thread, shared by every version loaded over the process's life (service.versions)."""
         self.settings = settings
+        self.name, self.version = name or settings.model_name, version or settings.model_version
         # One thread owns the device: torch calls are never interleaved across threads,
         # and the event loop never blocks on them.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facegen-model")
+        self._owns_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="facegen-model")
+        self.fingerprint = ""  # hash of what fixes a request's output bytes (caching ETags), once ready
         self.state = "loading"
         self.reason = "The model is loading."
         self.path: str | None = None
@@ -100,18 +118,29 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ loading
 
+    @property
+    def label(self) -> str:
+        """NAME/VERSION (X-Model-Version), once the manifest is read."""
+        return f"{self.info.name}/{self.info.version}" if self.info else f"{self.name}/{self.version}"
+
     def load(self) -> None:
         """Resolve, verify, load and warm up; never raises (the outcome is in ``state``)."""
-        s = self.settings
         started = time.perf_counter()
+        if self.prepare():
+            self.warm_up(started)
+
+    def prepare(self) -> bool:
+        """Resolve, verify every sha256 and load the weights; never raises. Touches no model the
+        service is running, so a version swap runs it on another thread than the model's."""
+        s = self.settings
         try:
             if s.torch_threads:
                 torch.set_num_threads(s.torch_threads)
             self.device = resolve_device(s.device)
             self.chunk_rows = s.effective_chunk_rows(self.device.type)
             store = ModelStore(s.model_store)
-            name = s.model_name or store.default_name()
-            path = store.resolve(name, s.model_version)
+            name = self.name or store.default_name()
+            path = store.resolve(name, self.version)
             self.path = str(path)
             log.info("Loading model %s from %s on %s (%s).", name, path, self.device, s.precision)
             artifact = load_artifact(path, self.device)
@@ -129,12 +158,44 @@ class ModelRunner:
                 prior=artifact.prior,
             )
             self.state, self.reason = "warming_up", "The model is loaded and warming up."
-            self._warm_up()
         except Exception as exc:  # any failure: report it, keep the process up
-            self.state = "failed"
-            self.reason = f"The model could not be loaded: {exc}"
-            log.error("%s", self.reason, exc_info=not _expected(exc))
+            self.fail(exc)
+            return False
+        return True
+
+    def warm_up(self, started: float | None = None) -> None:
+        """Warm up and probe (on the model thread); never raises (the outcome is in ``state``)."""
+        started = time.perf_counter() if started is None else started
+        try:
+            for step in self.warm_up_steps():
+                step()
+        except Exception as exc:
+            self.fail(exc)
             return
+        self.mark_ready(started)
+
+    def warm_up_steps(self) -> list[Callable[[], None]]:
+        """The warm-up and the probe as short steps, each to run on the model thread in order.
+        A swap (service.versions) submits them one at a time, so the version still serving
+        runs its batches between them instead of waiting for the whole warm-up."""
+        s, info = self.settings, self.info
+        assert info is not None
+        steps: list[Callable[[], None]] = [self._capture_graphs]
+        # Every pass has chunk_rows rows, so a warm-up batch of b rows is ceil(b / chunk_rows)
+        # identical passes: cut into slices of a few passes, it warms the same kernels.
+        slice_rows = WARMUP_SLICE_PASSES * self.chunk_rows
+        for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
+            steps += [partial(self._warm_up_rows, min(slice_rows, b - i)) for i in range(0, b, slice_rows)]
+        if info.input_crop == "align":
+            steps.append(_warm_up_detector)
+        if s.warmup_delay_s:
+            steps.append(partial(time.sleep, s.warmup_delay_s))  # test hook (FACEGEN_WARMUP_DELAY_S)
+        steps.append(self._probe)
+        return steps
+
+    def mark_ready(self, started: float) -> None:
+        assert self.info is not None
+        self.fingerprint = _fingerprint(self.info.sha256, str(self.device), self.settings, self.chunk_rows)
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
             "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, cuda_graphs=%s).",
@@ -146,21 +207,39 @@ class ModelRunner:
             self.cuda_graphs,
         )
 
-    def _warm_up(self) -> None:
-        """Capture the CUDA graphs, then run each op at a few batch sizes (through the graphs,
-        when captured) so the first request pays no one-off costs."""
+    def fail(self, exc: Exception) -> None:
+        self.state = "failed"
+        self.reason = f"The model could not be loaded: {exc}"
+        self._artifact, self._graphs = None, {}
+        log.error("%s", self.reason, exc_info=not _expected(exc))
+
+    def release(self) -> None:
+        """Drop the weights (a retired version); later calls fail as before a load."""
+        self._artifact, self._graphs = None, {}
+        if self.state == "ready":
+            self.state, self.reason = "retired", "This model version was replaced by another."
+
+    def _probe(self) -> None:
+        """Faces from the model's own prior must be finite and not all one colour: a checksum
+        proves the files are the ones exported, not that the export was a working model."""
+        art, info = self._require(), self.info
+        assert info is not None
+        z = info.prior.latents_for_seeds(0, 4, info.latent_dim, 1.0).to(self.device)  # (4, D)
+        with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
+            x = art.decoder(z).float()  # (4, C, H, W) in [-1, 1]
+        if not torch.isfinite(x).all():
+            raise RuntimeError("The probe's faces (seeds 0-3) hold non-finite values.")
+        if float(x.std()) < 1e-4:
+            raise RuntimeError("The probe's faces (seeds 0-3) are one flat colour.")
+
+    def _warm_up_rows(self, rows: int) -> None:
+        """Decode and encode ``rows`` rows (through the CUDA graphs, when captured), so the
+        first request pays no one-off costs."""
         assert self.info is not None
-        s, info = self.settings, self.info
-        self._capture_graphs()
-        for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
-            images = self.decode(np.zeros((b, info.latent_dim), np.float32))
-            stats = self.encode(images)
-            if not np.isfinite(stats).all():
-                raise RuntimeError("The encoder returned non-finite values during warm-up.")
-        if info.input_crop == "align":
-            _warm_up_detector()
-        if s.warmup_delay_s:
-            time.sleep(s.warmup_delay_s)  # test hook (FACEGEN_WARMUP_DELAY_S)
+        images = self.decode(np.zeros((rows, self.info.latent_dim), np.float32))
+        stats = self.encode(images)
+        if not np.isfinite(stats).all():
+            raise RuntimeError("The encoder returned non-finite values during warm-up.")
 
     def _capture_graphs(self) -> None:
         """One CUDA graph per op at the pass shape (chunk_rows rows); on any failure, eager."""
@@ -263,7 +342,22 @@ class ModelRunner:
         return float(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0.0
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _fingerprint(weights_sha256: str, device: str, s: Settings, chunk_rows: int) -> str:
+    """What, beside the request, fixes the bytes of a response (see the determinism note)."""
+    parts = [
+        weights_sha256,
+        device,
+        s.precision,
+        str(chunk_rows),
+        str(s.cuda_graphs),
+        str(s.png_compress_level),
+    ]
+    parts += [torch.__version__, str(torch.get_num_threads())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 class _GraphedPass:

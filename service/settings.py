@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repo's bundled store, found from the package so `python -m service` works from any cwd.
@@ -107,6 +107,46 @@ class Settings(BaseSettings):
         ge=0,
         description="Open connections at most; past it the oldest idle one is closed. 0: the "
         "process's file-descriptor limit less 128 (kept for files, the model and threads).",
+    )
+
+    # ---- API keys, model versions without restart, caching (issues 12 and 13; docs/auth.md) ----
+    api_keys_enabled: bool = Field(
+        default=False,
+        description="Require an API key (Authorization: Bearer KEY, or X-API-Key: KEY) on every route "
+        "but open_paths. Keys come from api_keys and api_keys_file.",
+    )
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Keys as 'ID ROLE SECRET [RATE_PER_S [BURST]]' entries separated by ';' or newlines; "
+        "ROLE is user or admin; SECRET is the key or 'sha256:HEX' of it.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file of key entries, one per line (format of api_keys; # comments)."
+    )
+    api_key_rate_per_s: float = Field(
+        default=20.0, ge=0.0, description="Requests per second per key (token bucket); 0: unlimited."
+    )
+    api_key_burst: int = Field(default=40, ge=1, description="Requests a key may send at once (bucket size).")
+    open_paths: tuple[str, ...] = Field(
+        default=("/healthz", "/readyz", "/metrics", "/docs*", "/redoc", "/openapi.json"),
+        description="Paths that need no key when keys are on (probes, scrapers, docs); 'P*': any path "
+        "starting with P.",
+    )
+    admin_without_keys: bool = Field(
+        default=False,
+        description="Allow /admin/... routes with api_keys_enabled=false (anyone who reaches the port "
+        "can then swap models; only for a trusted network).",
+    )
+    watch_store_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Poll the store every this many seconds and swap to a new highest version of the "
+        "served model when one appears (0: off; ignored when model_version pins a version).",
+    )
+    cache_max_age_s: int = Field(
+        default=31_536_000,
+        ge=0,
+        description="max-age of the Cache-Control of responses fully determined by the request.",
     )
 
     @property

@@ -37,8 +37,31 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "description": "queue, inference and encode durations (ms).",
                 "schema": {"type": "string"},
             },
+            "X-Model-Version": {
+                "description": "NAME/VERSION of the model that made the response.",
+                "schema": {"type": "string"},
+            },
         },
-    }
+    },
+}
+
+# /generate (with a seed) and /decode: the request fixes the bytes (service.api.caching).
+CACHEABLE_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        **IMAGE_RESPONSES[200],
+        "headers": {
+            **IMAGE_RESPONSES[200]["headers"],
+            "ETag": {
+                "description": "When the request fixes the output (a seed, or latents): its entity tag.",
+                "schema": {"type": "string"},
+            },
+            "Cache-Control": {
+                "description": "With ETag: `public, max-age=N, immutable` (FACEGEN_CACHE_MAX_AGE_S).",
+                "schema": {"type": "string"},
+            },
+        },
+    },
+    304: {"description": "`If-None-Match` holds this request's ETag: not modified (the model was not run)."},
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from service.api import render
-from service.api.responses import ERROR_RESPONSES, IMAGE_RESPONSES
+from service.api import caching, render
+from service.api.responses import CACHEABLE_IMAGE_RESPONSES, ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
 from service.schemas import GenerateRequest, ImagesResponse
@@ -20,24 +20,33 @@ SERVER_SEEDS = 2**31  # seeds the server picks are short enough to read out and 
     "/generate",
     summary="Sample faces from seeds",
     response_model=ImagesResponse,
-    responses={**IMAGE_RESPONSES, **ERROR_RESPONSES},
+    responses={**CACHEABLE_IMAGE_RESPONSES, **ERROR_RESPONSES},
 )
 async def generate(
-    body: GenerateRequest, model: ReadyModel, ctx: Ctx, settings: SettingsDep
+    body: GenerateRequest, model: ReadyModel, ctx: Ctx, settings: SettingsDep, request: Request
 ) -> Response | ImagesResponse:
     """Face i comes from seed + i: noise ε = N(0, T²I) drawn from its own generator, mapped to the
     latent z = mean + L·ε of the model's fitted prior (z = ε for a model without one), so face i of a
     grid is also `{"n": 1, "seed": seed + i}`. The same seed, n, temperature and model version
     give the same pixels, whatever else the server is doing. The seed used is in `X-Seed`.
+    With a `seed`, the response is cacheable: `ETag`, `Cache-Control: immutable`, and
+    `If-None-Match` answers 304 (`X-Model-Version` names the version that made it).
 
     `png`: one image for n = 1, else a grid of ceil(√n) columns (2 px black padding).
     `json`: `{model, version, seed, images: [base64 PNG], latents}`.
     """
     info = model.info
+    headers: dict[str, str] = {}
+    if body.seed is not None:  # the request alone fixes the output: cacheable
+        tag = caching.etag(request, body, model)
+        if (cached := caching.not_modified(request, tag, settings.cache_max_age_s, model)) is not None:
+            cached.headers["X-Seed"] = str(body.seed)
+            return cached
+        headers.update(caching.headers(tag, settings.cache_max_age_s))
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
     latents = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
     faces = await model.decode(latents)  # (n, S, S, C)
-    headers = {"X-Seed": str(seed)}
+    headers["X-Seed"] = str(seed)
     level = settings.png_compress_level
     extra = {"temperature": f"{body.temperature:g}"}
     if body.format == "json":

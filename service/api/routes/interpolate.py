@@ -13,9 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
-from service.api import render
+from service.api import caching, render
 from service.api.inputs import check_form_fields, read_images
-from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
+from service.api.responses import CACHEABLE_IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.api.routes.decode import check_latent
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
@@ -103,8 +103,9 @@ OPENAPI_BODY = {
     }
 }
 ANIMATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CACHEABLE_IMAGE_RESPONSES,
     200: {
-        **IMAGE_RESPONSES[200],
+        **CACHEABLE_IMAGE_RESPONSES[200],
         "description": "apng/strip: image/png; gif: image/gif; zip: application/zip of "
         "frame_000.png…; json: the body below.",
         "content": {
@@ -112,7 +113,7 @@ ANIMATION_RESPONSES: dict[int | str, dict[str, Any]] = {
             "image/gif": {"schema": {"type": "string", "format": "binary"}},
             "application/zip": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
@@ -232,14 +233,15 @@ def _describe(end: SeedEnd | LatentEnd | FormFile) -> str:
 )
 async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: SettingsDep) -> Response:
     """`steps` frames from start to end, both included (slerp by default). JSON body: `start`
-    and `end` are each `{seed}` or `{latent}`. Multipart: files `start_image` and `end_image`
-    (or form fields `start_seed`/`end_seed`) and the other fields as form fields, plus `align`
-    for the photos (as for /encode).
+    and `end` are each `{seed}` or `{latent}` (cacheable: `ETag`, 304 on `If-None-Match`).
+    Multipart: files `start_image` and `end_image` (or form fields `start_seed`/`end_seed`) and
+    the other fields as form fields, plus `align` for the photos (as for /encode).
 
     apng: animated PNG (image/png, loops); strip: one PNG, frames left to right; gif: image/gif;
     zip: frame_000.png…; json: base64 PNG frames and their latents.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    cache: dict[str, str] = {}
     if ctype == "multipart/form-data":
         async with request.form(
             # As the app's limits for the other routes; within them, a repeated start_image or an
@@ -252,6 +254,14 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
             a, b = await _end_latents(ends, opts, model, ctx, settings, _form_align(form))
     elif ctype == "application/json" or ctype.endswith("+json"):
         opts, ends = await _parse_json(request)
+        for i, end in enumerate(ends):  # a bad latent is a 422 before any 304
+            if isinstance(end, LatentEnd):
+                check_latent(end.latent, model.info.latent_dim, f"{('start', 'end')[i]}.latent")
+        # Seeds and latents only: the request fixes the frames (service.api.caching).
+        tag = caching.etag(request, opts, model)
+        if (cached := caching.not_modified(request, tag, settings.cache_max_age_s, model)) is not None:
+            return cached
+        cache = caching.headers(tag, settings.cache_max_age_s)
         a, b = await _end_latents(ends, opts, model, ctx, settings)
     else:
         raise UnsupportedMediaTypeError(
@@ -276,9 +286,10 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
         return render.json(
             ImagesResponse(
                 model=info.name, version=info.version, seed=seed, images=images, latents=path.tolist()
-            )
+            ),
+            cache,
         )
     content, media_type, filename = await render.animation(
         ctx, frames, opts.format, text, level, opts.duration_ms
     )
-    return render.binary(content, media_type, filename=filename)
+    return render.binary(content, media_type, cache, filename=filename)

@@ -186,8 +186,20 @@ def is_admin_path(path: str) -> bool:
 class AuthMiddleware:
     """Authenticates, authorises and rate-limits every HTTP request (module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, keys: KeyRing, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        keys: KeyRing,
+        metrics: Metrics,
+        admin_routes: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self.app = app
+        # path -> the methods its admin route declares. A request that is no admin route (an
+        # undeclared method or path) falls through to routing's 404/405 when admin routes are
+        # off, so "not allowed" reads the same whether or not they are on.
+        self.admin_routes = admin_routes or {}
         self.enabled = settings.api_keys_enabled
         self.admin_without_keys = settings.admin_without_keys
         self.open_paths = tuple(settings.open_paths)
@@ -196,10 +208,13 @@ class AuthMiddleware:
         # One line per request with the key's id: INFO with FACEGEN_ACCESS_LOG, else DEBUG.
         self.request_log_level = logging.INFO if settings.access_log else logging.DEBUG
 
+    def _is_admin_route(self, scope: Scope) -> bool:
+        return scope["method"] in self.admin_routes.get(scope["path"], frozenset())
+
     def _check(self, scope: Scope) -> tuple[ApiKey | None, FacegenError | None]:
         path: str = scope["path"]
         if not self.enabled:
-            if is_admin_path(path) and not self.admin_without_keys:
+            if is_admin_path(path) and not self.admin_without_keys and self._is_admin_route(scope):
                 return None, ForbiddenError(
                     "Admin routes are off: API keys are off (FACEGEN_API_KEYS_ENABLED=false). Turn "
                     "keys on and use an admin key, or set FACEGEN_ADMIN_WITHOUT_KEYS=true on a "

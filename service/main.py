@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.routes import ROUTERS
-from service.auth import AuthMiddleware, KeyRing, add_security
+from service.auth import AuthMiddleware, KeyRing, add_security, is_admin_path
 from service.context import ServiceMiddleware
 from service.deps import Services
 from service.metrics import Metrics
@@ -64,9 +64,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_problem_handlers(app, metrics, settings.max_request_bytes)
-    app.add_middleware(
-        AuthMiddleware, settings=settings, keys=keys, metrics=metrics
-    )  # inside ServiceMiddleware
+    admin_routes = {
+        path: frozenset(getattr(r, "methods", None) or ())
+        for router in ROUTERS
+        for r in router.routes
+        if is_admin_path(path := getattr(r, "path", ""))
+    }
+    app.add_middleware(  # inside ServiceMiddleware
+        AuthMiddleware, settings=settings, keys=keys, metrics=metrics, admin_routes=admin_routes
+    )
     app.add_middleware(
         ServiceMiddleware,
         metrics=metrics,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from fastapi import APIRouter, Response
 
 from service.api import render
+from service.api.edits import apply_edit
 from service.api.responses import ERROR_RESPONSES, IMAGE_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
@@ -29,17 +31,21 @@ async def generate(
     latent z = mean + L·ε of the model's fitted prior (z = ε for a model without one), so face i of a
     grid is also `{"n": 1, "seed": seed + i}`. The same seed, n, temperature and model version
     give the same pixels, whatever else the server is doing. The seed used is in `X-Seed`.
+    `attributes` ({name: strength}, as for /edit) moves every face along those directions.
 
     `png`: one image for n = 1, else a grid of ceil(√n) columns (2 px black padding).
     `json`: `{model, version, seed, images: [base64 PNG], latents}`.
     """
     info = model.info
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
-    latents = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
+    z = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature)  # (n, D)
+    latents = apply_edit(info, z, body.attributes).numpy()
     faces = await model.decode(latents)  # (n, S, S, C)
     headers = {"X-Seed": str(seed)}
     level = settings.png_compress_level
     extra = {"temperature": f"{body.temperature:g}"}
+    if body.attributes:
+        extra["attributes"] = json.dumps(body.attributes, sort_keys=True)
     if body.format == "json":
         texts = [png_text(info.name, info.version, seed + i, **extra) for i in range(body.n)]
         images = await render.b64_pngs(ctx, faces, texts, level)

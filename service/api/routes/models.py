@@ -41,6 +41,7 @@ async def models(services: ServicesDep) -> ModelsResponse:
         input_crop=info.input_crop if info else None,
         cuda_graphs=runner.cuda_graphs if runner.state != "loading" else None,
         manifest=manifest,
+        attributes=list(info.attributes.names) if info and info.attributes else [],
     )
     store = ModelStore(s.model_store)
     try:

@@ -96,7 +96,8 @@ def condition(n: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     if len(others) == 0:
         return n
     a = others.double().T  # (D, c)
-    proj = a @ torch.linalg.solve(a.T @ a, a.T @ n.double())  # (D,)
+    # The pseudo-inverse, not a solve of AᵀA: two conditions may share a normal (synonyms).
+    proj = a @ (torch.linalg.pinv(a) @ n.double())  # (D,)
     out = n.double() - proj
     return (out / out.norm().clamp_min(1e-12)).to(n.dtype)
 

@@ -3,7 +3,7 @@
 It never sees the VAE: it is trained on real aligned faces of the training split (multi-label
 binary cross-entropy), so when it calls an edited face "smiling" that is evidence the edit
 made a smile, not that the edit moved along the direction it was built from. Small enough to
-train on a 2-core CPU in minutes (~0.4 M parameters).
+train on a 2-core CPU in minutes (0.32 M parameters).
 
     python -m training.attribute_classifier --data ../shared/data/celeba-10k.zip \
         --cache-dir /work/main/data_cache --out runs/attr-classifier.safetensors

@@ -20,17 +20,17 @@ def check_attributes(info: ModelInfo, names: list[str], field: str = "attributes
     unknown = [n for n in names if n not in valid]
     if not unknown:
         return
+    name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:64] + "…"  # echoed, so bounded
     if not valid:
         detail = (
             f"This model ({info.name} v{info.version}) has no attribute directions, so "
-            f"{unknown[0]!r} cannot be edited; compute them with `python -m training.attributes`."
+            f"{name!r} cannot be edited; compute them with `python -m training.attributes`."
         )
     else:
         detail = (
-            f"Unknown attribute {unknown[0]!r} in field '{field}'; this model's attributes are: "
-            f"{', '.join(valid)}."
+            f"Unknown attribute {name!r} in field '{field}'; this model's attributes are: {', '.join(valid)}."
         )
-    raise InvalidFieldError(detail, field=f"{field}.{unknown[0]}", valid=valid)
+    raise InvalidFieldError(detail, field=f"{field}.{name}", valid=valid)
 
 
 def apply_edit(info: ModelInfo, latents: torch.Tensor, strengths: Mapping[str, float] | None) -> torch.Tensor:

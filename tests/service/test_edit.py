@@ -207,3 +207,22 @@ def test_a_model_without_directions_lists_none_and_refuses_edits(client: httpx.C
     problem = assert_problem(client.post("/edit", json={"seed": 1, "attributes": {"Smiling": 1.0}}), 422)
     assert "no attribute directions" in problem["detail"] and problem["valid"] == []
     assert client.post("/edit", json={"seed": 1}).status_code == 200  # no edit: the face itself
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": [1, 2]}, 422),
+        ({"content": b"seed=1", "headers": {"Content-Type": "text/plain"}}, 415),
+        ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 422),
+        ({"json": {"seed": 1, "attributes": {"x" * 5000: 1.0}}}, 422),
+        ({"json": {"seed": 1, "attributes": {f"a{i}": 1.0 for i in range(65)}}}, 422),
+        ({"data": {"attributes": "{}"}, "files": {"other": ("a.png", b"x", "image/png")}}, 422),
+        ({"data": {"image": "not a file"}, "files": {"other": ("a.png", b"x", "image/png")}}, 422),
+    ],
+)
+def test_odd_requests_get_a_problem_not_a_500(
+    edit_client: httpx.Client, kwargs: dict[str, object], status: int
+) -> None:
+    problem = assert_problem(edit_client.post("/edit", **kwargs), status)  # type: ignore[arg-type]
+    assert len(problem["detail"]) < 1000

@@ -131,3 +131,26 @@ def test_the_command_refuses_data_without_labels(tmp_path: Path) -> None:
     (folder / "list_attr_celeba.txt").unlink()
     with pytest.raises(SystemExit, match="no attribute labels"):
         main(["--artifact", str(path), "--data", str(folder), "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_fairface_gender_and_age_become_male_and_young(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    ds = synthetic_faces(120, 32, 3, seed=2)
+    ages = ["0-2", "10-19", "20-29", "30-39", "50-59", "70+"]
+    rows = ["file,age,gender,race"]
+    data = tmp_path / "fairface-mini.zip"
+    with zipfile.ZipFile(data, "w") as zf:
+        for i in range(120):
+            buf = io.BytesIO()
+            Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(buf, "PNG")
+            zf.writestr(f"fairface/train/{i + 1}.png", buf.getvalue())
+            rows.append(f"train/{i + 1}.png,{ages[i % 6]},{'Male' if i % 2 else 'Female'},White")
+        zf.writestr("fairface/fairface_label_train.csv", "\n".join(rows) + "\n")
+    path = random_artifact(tmp_path / "store", "tiny", ModelConfig.tiny())
+    main(["--artifact", str(path), "--data", str(data), "--cache-dir", str(tmp_path / "cache")])
+    art = load_artifact(path)
+    assert art.attributes is not None and art.attributes.names == ["Male", "Young"]
+    shares = {k: v["positive_fraction"] for k, v in art.attributes.info["attributes"].items()}
+    assert 0.4 < shares["Male"] < 0.6 and 0.4 < shares["Young"] < 0.6  # 3 of 6 age groups are < 30

@@ -99,7 +99,7 @@ def test_the_png_of_an_edit_is_the_decoded_edited_latent(edit_client: httpx.Clie
     req = {"seed": 9, "attributes": {"Male": 2.0}, "temperature": 0.7}
     latent = edit_client.post("/edit", json=req, headers=JSON).json()["latents"][0]
     r = edit_client.post("/edit", json=req)
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.headers["x-seed"] == "9"
     assert json.loads(assert_ai_labelled(r.content)["facegen:attributes"]) == {"Male": 2.0}
     got = png_pixels(r.content)
     np.testing.assert_array_equal(got, decoded(edit_client, latent))
@@ -226,3 +226,12 @@ def test_odd_requests_get_a_problem_not_a_500(
 ) -> None:
     problem = assert_problem(edit_client.post("/edit", **kwargs), status)  # type: ignore[arg-type]
     assert len(problem["detail"]) < 1000
+
+
+def test_a_photo_can_be_swept(edit_client: httpx.Client) -> None:
+    files = {"image": ("face.png", _photo(), "image/png")}
+    data = {"sweep": json.dumps({"attribute": "Male", "start": -1, "stop": 1, "steps": 3})}
+    r = edit_client.post("/edit", files=files, data=data, headers=JSON)
+    assert r.status_code == 200, r.text
+    assert r.json()["sweep"] == [-1.0, 0.0, 1.0] and len(r.json()["images"]) == 3
+    np.testing.assert_allclose(r.json()["latents"][1], r.json()["source_latent"], rtol=0, atol=1e-6)

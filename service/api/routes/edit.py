@@ -166,6 +166,7 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
     latents = rows.numpy().astype(np.float32)  # (R, D)
     faces = await model.decode(latents)  # (R, S, S, C)
     level = settings.png_compress_level
+    headers = {"X-Seed": str(seed)} if seed is not None else {}
     text = png_text(
         info.name, info.version, seed, kind="edit", attributes=json.dumps(body.attributes, sort_keys=True)
     )
@@ -185,11 +186,11 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
             latents=latents.tolist(),
             images=await render.b64_pngs(ctx, faces, texts, level),
         )
-        return render.json(out)
+        return render.json(out, headers)
     if body.sweep is None:
         png = await render.grid_png(ctx, faces, text, level)
-        return render.binary(png, render.PNG, filename="facegen-edit.png")
+        return render.binary(png, render.PNG, headers, "facegen-edit.png")
     content, media_type, _ = await render.animation(
         ctx, faces, body.sweep.format, text, level, body.sweep.duration_ms
     )
-    return render.binary(content, media_type, filename=f"facegen-edit-{body.sweep.format}.png")
+    return render.binary(content, media_type, headers, f"facegen-edit-{body.sweep.format}.png")

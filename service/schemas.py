@@ -348,6 +348,10 @@ class ModelsResponse(BaseModel):
     store: str = Field(..., description="The model store directory.")
     default: str | None = Field(default=None, description="The store's default model name.")
     models: dict[str, list[int]] = Field(..., description="Every model in the store and its versions.")
+    attributes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per model in the store, the attribute names of its newest version (empty: none).",
+    )
 
 
 class Problem(BaseModel):

@@ -77,8 +77,9 @@ def decoded(c: httpx.Client, latent: list[float]) -> np.ndarray:
 
 
 def test_models_lists_the_attributes(edit_client: httpx.Client) -> None:
-    loaded = edit_client.get("/models").json()["loaded"]
-    assert loaded["attributes"] == NAMES
+    body = edit_client.get("/models").json()
+    assert body["loaded"]["attributes"] == NAMES
+    assert body["attributes"] == {"tiny": NAMES}
 
 
 def test_an_edit_moves_the_seed_latent_by_strength_times_direction(
@@ -203,7 +204,8 @@ def test_bad_multipart_edits_are_422(edit_client: httpx.Client, data: dict[str, 
 
 
 def test_a_model_without_directions_lists_none_and_refuses_edits(client: httpx.Client) -> None:
-    assert client.get("/models").json()["loaded"]["attributes"] == []
+    body = client.get("/models").json()
+    assert body["loaded"]["attributes"] == [] and body["attributes"] == {"tiny": []}
     problem = assert_problem(client.post("/edit", json={"seed": 1, "attributes": {"Smiling": 1.0}}), 422)
     assert "no attribute directions" in problem["detail"] and problem["valid"] == []
     assert client.post("/edit", json={"seed": 1}).status_code == 200  # no edit: the face itself

@@ -25,7 +25,7 @@ from service.inference import DECODE, ENCODE
 from service.metrics import Metrics
 from service.problems import install as install_problem_handlers
 from service.runner import ModelRunner
-from service.schemas import InterpolateRequest
+from service.schemas import EditRequest, InterpolateRequest
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,15 @@ async def _load(services: Services) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the JSON body of /interpolate (declared by hand: that route also
-    takes multipart, so FastAPI cannot infer it)."""
+    """FastAPI's schema, plus the JSON bodies of /interpolate and /edit (declared by hand: those
+    routes also take multipart, so FastAPI cannot infer them)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         _, defs = models_json_schema(
-            [(InterpolateRequest, "validation")], ref_template="#/components/schemas/{model}"
+            [(InterpolateRequest, "validation"), (EditRequest, "validation")],
+            ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
         app.openapi_schema = schema

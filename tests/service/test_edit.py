@@ -237,3 +237,16 @@ def test_a_photo_can_be_swept(edit_client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["sweep"] == [-1.0, 0.0, 1.0] and len(r.json()["images"]) == 3
     np.testing.assert_allclose(r.json()["latents"][1], r.json()["source_latent"], rtol=0, atol=1e-6)
+
+
+def test_openapi_documents_edit(edit_client: httpx.Client) -> None:
+    spec = edit_client.get("/openapi.json").json()
+    op = spec["paths"]["/edit"]["post"]
+    body = op["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    schemas = spec["components"]["schemas"]
+    ref = body["application/json"]["schema"]["$ref"].split("/")[-1]
+    assert ref == "EditRequest" and schemas[ref]["examples"]
+    assert {"seed", "latent", "attributes", "sweep"} <= set(schemas[ref]["properties"])
+    assert "Sweep" in schemas and "EditResponse" in schemas
+    assert "attributes" in schemas["GenerateRequest"]["properties"]

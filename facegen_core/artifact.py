@@ -8,6 +8,8 @@ Layout of a store::
     STORE/NAME/VERSION/config.json        ModelConfig
     STORE/NAME/VERSION/manifest.json      name, version, sha256 of every other file, metrics...
     STORE/NAME/VERSION/*.png              samples, interpolation, loss curves
+    STORE/NAME/VERSION/attributes.safetensors  optional attribute directions
+                                          (facegen_core.attributes; added by training.attributes)
 
 VERSION is an increasing integer. A version directory is written under a temporary name
 and renamed into place, so a reader never sees a half-written artifact. Weights are
@@ -38,6 +40,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from facegen_core.attributes import ATTRIBUTES_FILE, AttributeDirections, AttributeFileError, read_attributes
 from facegen_core.config import ModelConfig
 from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder, count_parameters
@@ -273,6 +276,7 @@ class Artifact:
     encoder: Encoder
     decoder: Decoder
     prior: LatentPrior = field(default_factory=LatentPrior)  # N(0, I) unless fitted at export
+    attributes: AttributeDirections | None = None  # None: the artifact has no attributes file
 
     @property
     def name(self) -> str:
@@ -363,9 +367,47 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
             ) from e
         net.to(device).eval().requires_grad_(False)
     prior = _load_prior(path, tensors, config)
+    attributes = None
+    if ATTRIBUTES_FILE in manifest["files"]:  # verified above like every listed file
+        try:
+            attributes = read_attributes(path / ATTRIBUTES_FILE, config.latent_dim)
+        except AttributeFileError as e:
+            raise ArtifactFormatError(str(e)) from e
     return Artifact(
-        path=path, config=config, manifest=manifest, encoder=encoder, decoder=decoder, prior=prior
+        path=path,
+        config=config,
+        manifest=manifest,
+        encoder=encoder,
+        decoder=decoder,
+        prior=prior,
+        attributes=attributes,
     )
+
+
+def add_file(path: str | Path, fname: str, data: bytes, manifest_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Add (or replace) the extra file ``fname`` in the existing artifact ``path`` and list it,
+    with its sha256, in the manifest, merging ``manifest_fields`` into the manifest's top level.
+
+    The artifact is verified first, so a corrupt one is not re-signed. The file is written
+    beside its final name and renamed, then the manifest likewise: a reader sees the old
+    manifest or the new one, and a file it lists is always complete. The weights and config
+    cannot be replaced this way (a new version is exported for those). Returns the new manifest.
+    """
+    path = Path(path)
+    if "/" in fname or fname.startswith(".") or fname in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE):
+        raise ValueError(f"Extra artifact file name {fname!r} is not allowed.")
+    manifest = verify_artifact(path)
+    tmp = path / f".{fname}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path / fname)
+    manifest.update(manifest_fields)
+    files = dict(manifest["files"])
+    files[fname] = {"sha256": sha256_file(path / fname), "bytes": (path / fname).stat().st_size}
+    manifest["files"] = dict(sorted(files.items()))
+    tmp = path / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path / MANIFEST_FILE)
+    return manifest
 
 
 def _load_prior(path: Path, tensors: Mapping[str, torch.Tensor], config: ModelConfig) -> LatentPrior:

@@ -96,7 +96,13 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     with the API-key security schemes when keys are on."""
     if app.openapi_schema is None:
         info = app.state.services.runner.info
-        schema = build_openapi(app, info.latent_dim if info is not None else None)
+        schema = build_openapi(
+            app,
+            info.latent_dim if info is not None else None,
+            (list(info.attributes.names) if info.attributes is not None else [])
+            if info is not None
+            else None,
+        )
         if settings.api_keys_enabled:
             add_security(schema, settings.open_paths)
         if info is None:

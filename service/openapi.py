@@ -9,6 +9,9 @@ FastAPI's schema is post-processed here:
   float (9.223372036854776e+18, which is not even the bound); every ``minimum``/``maximum`` of an
   integer schema is written as the exact integer.
 * **Latents have exactly latent_dim numbers** once the model is loaded.
+* **Attribute names are the served model's**: every ``attributes`` object may only hold the
+  model's attribute names (``propertyNames``; none for a model without directions), a sweep
+  only names one of them (no sweep for such a model), and the /edit examples use them.
 * **Multipart bodies are closed**: ``additionalProperties: false`` (unknown fields are 422), the
   upload list has ``minItems: 1`` and ``maxItems: 64`` of non-empty files, and optional fields
   are their type, not "or null" (a form cannot send null).
@@ -22,7 +25,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, InterpolateRequest
+from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, EditRequest, InterpolateRequest
 from service.settings import MAX_ROWS_PER_REQUEST
 
 # An upload: a non-empty file (an empty one is a 415, as is one that is not an image).
@@ -77,15 +80,62 @@ def _close_multipart(schemas: dict[str, Any]) -> None:
                 image["items"] = IMAGE_FILE
 
 
-def build_openapi(app: FastAPI, latent_dim: int | None) -> dict[str, Any]:
+ATTRIBUTES_MARK = "Attribute edits"  # how schemas.Attributes' description begins
+
+
+def _attribute_names(schemas: dict[str, Any], names: list[str]) -> None:
+    """Restrict attribute names to the served model's (see the module docstring)."""
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, dict):
+            if node.get("type") == "object" and str(node.get("description", "")).startswith(ATTRIBUTES_MARK):
+                if names:
+                    node["propertyNames"] = {"enum": names}
+                else:
+                    node["maxProperties"] = 0
+            for v in node.values():
+                walk(v)
+
+    walk(schemas)
+    sweep = schemas.get("Sweep", {}).get("properties", {}).get("attribute")
+    edit = schemas.get("EditRequest", {})
+    if sweep is not None and names:
+        sweep["enum"] = names
+    elif sweep is not None:
+        edit.get("properties", {}).pop("sweep", None)
+    examples = []
+    for ex in edit.get("examples", []):
+        ex = dict(ex)
+        if not names:
+            ex.pop("sweep", None)
+            ex.pop("attributes", None)
+        else:
+            if "attributes" in ex:
+                ex["attributes"] = {names[0]: 2.0}
+            if "sweep" in ex:
+                ex["sweep"] = {**ex["sweep"], "attribute": names[-1]}
+        examples.append(ex)
+    if examples:
+        edit["examples"] = examples
+
+
+def build_openapi(
+    app: FastAPI, latent_dim: int | None, attributes: list[str] | None = None
+) -> dict[str, Any]:
     """FastAPI's schema plus the JSON body of /interpolate (declared by hand: that route also
     takes multipart, so FastAPI cannot infer it), post-processed as the module docstring says."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, defs = models_json_schema(
-        [(InterpolateRequest, "validation")], ref_template="#/components/schemas/{model}"
+        [(InterpolateRequest, "validation"), (EditRequest, "validation")],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(defs.get("$defs", {}))
     _close_multipart(schemas)
+    if attributes is not None:
+        _attribute_names(schemas, attributes)
     rewritten: dict[str, Any] = _rewrite(schema, latent_dim)
     return rewritten

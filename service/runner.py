@@ -55,6 +55,7 @@ from PIL import Image
 
 from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
+from facegen_core.attributes import AttributeDirections
 from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
@@ -80,6 +81,7 @@ class ModelInfo:
     input_crop: str
     manifest: dict[str, Any]
     prior: LatentPrior  # seeds' noise -> latents (N(0, I) unless the artifact fitted one)
+    attributes: AttributeDirections | None = None  # None: the artifact has no attribute directions
 
 
 class ModelRunner:
@@ -156,6 +158,7 @@ class ModelRunner:
                 input_crop=cfg.input_crop,
                 manifest=artifact.manifest,
                 prior=artifact.prior,
+                attributes=artifact.attributes,
             )
             self.state, self.reason = "warming_up", "The model is loaded and warming up."
         except Exception as exc:  # any failure: report it, keep the process up

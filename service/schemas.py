@@ -65,6 +65,19 @@ ImageFormat = Literal["png", "json"]
 # The tiny test model's 8 dims; service/openapi.py widens every example to the served latent_dim.
 EXAMPLE_LATENT: list[Any] = [0.12, -1.3, 0.5, 0.0, 2.1, -0.7, 0.33, 1.0]
 EXAMPLE_LOGVAR: list[Any] = [-2.0] * 8
+# An edit beyond ±10 standard deviations of the training faces along a direction leaves the
+# region the decoder was trained on (the largest class separation measured is ~2.3).
+MAX_STRENGTH = 10.0
+Strength = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_STRENGTH, le=MAX_STRENGTH)]
+Attributes = Annotated[
+    dict[str, Strength],
+    Field(
+        max_length=64,
+        description="Attribute edits {name: strength}; strength in standard deviations of the "
+        "training faces' encoder means along the attribute's direction (+ adds it, - removes it; "
+        "1-3 is a clear edit). GET /models lists the names.",
+    ),
+]
 
 
 class StrictModel(BaseModel):
@@ -87,6 +100,9 @@ class GenerateRequest(StrictModel):
     temperature: Temperature = 1.0
     format: ImageFormat = Field(
         default="png", description="png: one image or a grid; json: base64 PNGs + latents."
+    )
+    attributes: Attributes | None = Field(
+        default=None, description="Edit every face: {name: strength}, as for /edit."
     )
 
 
@@ -164,6 +180,51 @@ class InterpolateRequest(InterpolateOptions):
 
     start: End
     end: End
+
+
+class Sweep(StrictModel):
+    """One attribute at ``steps`` strengths from ``start`` to ``stop`` (on top of ``attributes``)."""
+
+    attribute: str = Field(..., description="The attribute to sweep (GET /models lists them).")
+    start: Strength = -3.0
+    stop: Strength = 3.0
+    steps: int = Field(default=7, ge=2, le=MAX_ROWS_PER_REQUEST, description="Frames, both ends included.")
+    format: Literal["strip", "apng"] = Field(
+        default="strip", description="strip: one PNG, frames left to right; apng: animated PNG."
+    )
+    duration_ms: int = Field(default=150, ge=10, le=10_000, description="Frame duration of apng.")
+
+
+class EditRequest(StrictModel):
+    """A face (a seed or a latent) edited along attribute directions; exactly one of seed/latent."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"seed": 42, "attributes": {"Smiling": 2.0, "Eyeglasses": 1.5}},
+                {"seed": 7, "sweep": {"attribute": "Male", "start": -3, "stop": 3, "steps": 7}},
+            ]
+        }
+    )
+
+    seed: Seed | None = None
+    latent: Latent | None = None
+    attributes: Attributes = Field(default_factory=dict)
+    temperature: Temperature = 1.0
+    sweep: Sweep | None = Field(default=None, description="Also sweep one attribute: a strip or APNG.")
+
+
+class EditResponse(BaseModel):
+    """The edited face(s) as base64 PNGs and their latents (one row, or one per sweep frame)."""
+
+    model: str
+    version: int
+    seed: int | None = Field(default=None, description="The seed edited; null for a latent or photo.")
+    attributes: dict[str, float] = Field(..., description="The edit applied to every row.")
+    sweep: list[float] | None = Field(default=None, description="Per row: the swept attribute's strength.")
+    source_latent: list[float] = Field(..., description="The face's latent before the edit.")
+    latents: list[list[float]] = Field(..., description="The edited latents, one per image.")
+    images: list[str] = Field(..., description="base64 PNGs, one per row.")
 
 
 class ImagesResponse(BaseModel):
@@ -310,6 +371,10 @@ class LoadedModel(BaseModel):
         "(FACEGEN_CUDA_GRAPHS; always false on CPU). Null while loading.",
     )
     manifest: dict[str, Any] | None = Field(default=None, description="The artifact's manifest.json.")
+    attributes: list[str] = Field(
+        default_factory=list,
+        description="Attribute names /edit and /generate accept (empty: the model has no directions).",
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -317,6 +382,10 @@ class ModelsResponse(BaseModel):
     store: str = Field(..., description="The model store directory.")
     default: str | None = Field(default=None, description="The store's default model name.")
     models: dict[str, list[int]] = Field(..., description="Every model in the store and its versions.")
+    attributes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per model in the store, the attribute names of its newest version (empty: none).",
+    )
 
 
 class Problem(BaseModel):

@@ -12,7 +12,12 @@ from tests.service import corpus
 from tests.service.conftest import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 from tests.service.live import assert_problem
 
-UPLOAD_ROUTES = [("/encode", "image"), ("/reconstruct", "image"), ("/interpolate", "start_image")]
+UPLOAD_ROUTES = [
+    ("/encode", "image"),
+    ("/reconstruct", "image"),
+    ("/interpolate", "start_image"),
+    ("/edit", "image"),
+]
 GOOD = corpus.sample_images()["png_rgb"]
 
 

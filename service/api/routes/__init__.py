@@ -1,6 +1,16 @@
 """One router per resource; ``ROUTERS`` is what main.create_app includes, in /docs order."""
 
-from service.api.routes import admin, decode, encode, generate, health, interpolate, models, reconstruct
+from service.api.routes import (
+    admin,
+    decode,
+    edit,
+    encode,
+    generate,
+    health,
+    interpolate,
+    models,
+    reconstruct,
+)
 
 ROUTERS = [
     generate.router,
@@ -8,6 +18,7 @@ ROUTERS = [
     encode.router,
     reconstruct.router,
     interpolate.router,
+    edit.router,
     models.router,
     health.router,
     admin.router,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from fastapi import APIRouter, Request, Response
 
 from service.api import caching, render
+from service.api.edits import apply_edit
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
@@ -31,6 +33,7 @@ async def generate(
     give the same pixels, whatever else the server is doing. The seed used is in `X-Seed`.
     With a `seed`, the response is cacheable: `ETag`, `Cache-Control: immutable`, and
     `If-None-Match` answers 304 (`X-Model-Version` names the version that made it).
+    `attributes` ({name: strength}, as for /edit) moves every face along those directions.
 
     `png`: one image for n = 1, else a grid of ceil(√n) columns (2 px black padding).
     `json`: `{model, version, seed, images: [base64 PNG], latents}`.
@@ -44,11 +47,14 @@ async def generate(
             return cached
         headers.update(caching.headers(tag, settings.cache_max_age_s))
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
-    latents = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature).numpy()  # (n, D)
+    z = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature)  # (n, D)
+    latents = apply_edit(info, z, body.attributes).numpy()
     faces = await model.decode(latents)  # (n, S, S, C)
     headers["X-Seed"] = str(seed)
     level = settings.png_compress_level
     extra = {"temperature": f"{body.temperature:g}"}
+    if body.attributes:
+        extra["attributes"] = json.dumps(body.attributes, sort_keys=True)
     if body.format == "json":
         texts = [png_text(info.name, info.version, seed + i, **extra) for i in range(body.n)]
         images = await render.b64_pngs(ctx, faces, texts, level)

@@ -41,15 +41,29 @@ async def models(services: ServicesDep) -> ModelsResponse:
         input_crop=info.input_crop if info else None,
         cuda_graphs=runner.cuda_graphs if runner.state != "loading" else None,
         manifest=manifest,
+        attributes=list(info.attributes.names) if info and info.attributes else [],
     )
     store = ModelStore(s.model_store)
     try:
         default: str | None = store.default_name()
     except ArtifactError:
         default = None
+    names = store.models()
     return ModelsResponse(
         loaded=loaded,
         store=str(store.root),
         default=default,
-        models={m: store.versions(m) for m in store.models()},
+        models={m: store.versions(m) for m in names},
+        attributes={m: _attribute_names(store, m) for m in names},
     )
+
+
+def _attribute_names(store: ModelStore, name: str) -> list[str]:
+    """The attribute names of a stored model's newest version, from its manifest's summary
+    (``training.attributes`` writes it); [] when it has none or cannot be read."""
+    try:
+        summary = read_manifest(store.resolve(name)).get("attributes") or {}
+    except (ArtifactError, OSError):
+        return []
+    found = summary.get("names") if isinstance(summary, dict) else None
+    return [str(n) for n in found] if isinstance(found, list) else []

@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from service.api.routes import ROUTERS
+from service.api.routes.pages import mount_static
 from service.batcher import Batcher
 from service.context import ServiceMiddleware
 from service.deps import Services
@@ -71,10 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         form_limits={"max_files": MAX_ROWS_PER_REQUEST, "max_fields": 16, "max_part_size": 64 * 1024},
+        docs_url=None,  # /docs and /redoc are served offline by service.api.routes.pages
+        redoc_url=None,
     )
     app.state.services = services
     for router in ROUTERS:
         app.include_router(router)
+    mount_static(app)
     install_problem_handlers(app, metrics, settings.max_request_bytes)
     app.add_middleware(
         ServiceMiddleware,

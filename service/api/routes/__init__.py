@@ -1,6 +1,6 @@
 """One router per resource; ``ROUTERS`` is what main.create_app includes, in /docs order."""
 
-from service.api.routes import decode, encode, generate, health, interpolate, models, reconstruct
+from service.api.routes import decode, encode, generate, health, interpolate, models, pages, reconstruct
 
 ROUTERS = [
     generate.router,
@@ -10,4 +10,5 @@ ROUTERS = [
     interpolate.router,
     models.router,
     health.router,
+    pages.router,
 ]

@@ -66,17 +66,23 @@ class PageWatch:
 
 
 @pytest.fixture
-def page(browser: Any, base_url: str) -> Iterator[Any]:
+def watched(browser: Any, base_url: str) -> Iterator[tuple[Any, PageWatch]]:
+    """A desktop-sized page, and what it logged and requested (checked when the test ends)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     watch = PageWatch(pg, base_url)
     try:
-        yield pg
+        yield pg, watch
         assert watch.foreign == [], f"requests left the service: {watch.foreign}"
         assert watch.errors == [], f"browser console errors: {watch.errors}"
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(watched: tuple[Any, PageWatch]) -> Any:
+    return watched[0]
 
 
 def data_url_pixels(src: str) -> np.ndarray:
@@ -177,6 +183,23 @@ def test_upload_shows_the_crop_and_reconstruction(page: Any, base_url: str, clie
     page.click("#recon-button")
     page.locator("#grid .face").nth(0).click()
     page.wait_for_selector("#morph:not([hidden]) #morph-frame[src^='data:image/png']")
+
+
+def test_a_refused_upload_shows_the_servers_problem_detail(
+    watched: tuple[Any, PageWatch], base_url: str
+) -> None:
+    page, watch = watched
+    open_playground(page, base_url)
+    with page.expect_console_message(lambda m: m.type == "error") as message:
+        page.set_input_files(
+            "#photo", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}
+        )
+    # Chromium logs every 4xx fetch as a console error: that one is expected, and nothing else.
+    assert message.value.text.startswith("Failed to load resource: the server responded with a status of 4")
+    watch.errors.remove(message.value.text)
+    page.wait_for_selector("#status.error")
+    assert "image" in page.inner_text("#status").lower()  # the problem+json `detail`, not a bare status
+    assert page.is_hidden("#upload-result")
 
 
 def test_sliders_are_hidden_for_a_model_without_attributes(

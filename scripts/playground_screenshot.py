@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def stage(page: Page, url: str, seed: int, n: int, photo: Path, picks: tuple[int, int]) -> None:
     page.goto(f"{url}/?seed={seed}&n={n}&t=0.9")
-    page.wait_for_function(f"document.querySelectorAll('#grid .face img').length === {n}")
+    page.wait_for_function(f"() => document.querySelectorAll('#grid .face img').length === {n}")
     page.set_input_files("#photo", str(photo))
     page.wait_for_selector("#upload-result:not([hidden])")
     for i in picks:
@@ -29,7 +29,7 @@ def stage(page: Page, url: str, seed: int, n: int, photo: Path, picks: tuple[int
     page.wait_for_selector("#morph-frame[src^='data:image/png']")
     page.fill("#morph-scrub", "7")  # pauses on the middle frame
     page.wait_for_function(
-        "[...document.images].every(i => !i.getAttribute('src') || (i.complete && i.naturalWidth > 0))"
+        "() => [...document.images].every(i => !i.getAttribute('src') || (i.complete && i.naturalWidth > 0))"
     )
 
 

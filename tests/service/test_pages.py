@@ -19,6 +19,8 @@ def test_playground_page_and_its_files(client: httpx.Client) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "img-src 'self' data: blob:" in csp
     for asset, kind in (
         ("static/playground.js", "javascript"),
         ("static/playground.css", "text/css"),

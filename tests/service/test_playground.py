@@ -34,6 +34,7 @@ FACE_JPG = Path(__file__).parent / "data" / "fairface_train_24.jpg"
 SIDE = 32  # the tiny model's image size
 TIMEOUT_MS = 60_000  # a shared 2-core machine: generous, never a speed assertion
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-14's CSS viewport
+SCREENSHOTS = os.environ.get("FACEGEN_TEST_SCREENSHOTS")  # a folder to keep the screenshots in (CI)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def data_url_pixels(src: str) -> np.ndarray:
 
 def open_playground(page: Any, base_url: str, query: str = "?seed=5&n=4") -> None:
     page.goto(base_url + "/" + query)
-    page.wait_for_function("document.querySelectorAll('#grid .face img').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('#grid .face img').length === 4")
     wait_decoded(page, "#grid .face img")
 
 
@@ -114,7 +115,7 @@ def test_page_loads_and_generate_shows_the_seeds_faces(
     assert "tiny v1" in page.inner_text("#model")
     page.fill("#seed", "11")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#grid .face .tag').textContent === '11'")
+    page.wait_for_function("() => document.querySelector('#grid .face .tag').textContent === '11'")
     wait_decoded(page, "#grid .face img")
     sizes = page.eval_on_selector_all(
         "#grid .face img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])"
@@ -155,7 +156,7 @@ def test_two_clicked_faces_morph(page: Any, base_url: str) -> None:
     ends = [data_url_pixels(s).astype(int) for s in grid_srcs(page)[0:4:3]]
     for frame, end in ((0, ends[0]), (15, ends[1])):
         page.fill("#morph-scrub", str(frame))
-        page.wait_for_function(f"document.querySelector('#morph-frame').dataset.frame === '{frame}'")
+        page.wait_for_function(f"() => document.querySelector('#morph-frame').dataset.frame === '{frame}'")
         shown = data_url_pixels(page.get_attribute("#morph-frame", "src") or "")
         assert np.abs(shown.astype(int) - end).max() <= 1, f"frame {frame}"
     middle = page.eval_on_selector("#morph-frame", "i => i.src")
@@ -253,7 +254,7 @@ def test_attribute_slider_edits_the_selected_face(page: Any, base_url: str, clie
     assert page.get_attribute("#edited", "src") == original
 
 
-def test_phone_screen_fits_without_sideways_scrolling(browser: Any, base_url: str) -> None:
+def test_phone_screen_fits_without_sideways_scrolling(browser: Any, base_url: str, tmp_path: Path) -> None:
     context = browser.new_context(viewport=PHONE, device_scale_factor=3, is_mobile=True, has_touch=True)
     try:
         pg = context.new_page()
@@ -266,9 +267,17 @@ def test_phone_screen_fits_without_sideways_scrolling(browser: Any, base_url: st
         pg.wait_for_selector("#morph-frame[src^='data:image/png']")
         box = pg.locator("#grid .face").nth(0).bounding_box()
         assert box is not None and box["width"] >= 44  # a comfortable touch target (Apple HIG: 44 pt)
+        assert screenshot(pg, tmp_path, "playground-phone.png").shape[1] == PHONE["width"] * 3
         assert watch.errors == [] and watch.foreign == []
     finally:
         context.close()
+
+
+def screenshot(page: Any, tmp_path: Path, name: str) -> np.ndarray:
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
+    return png_pixels((folder / name).read_bytes())
 
 
 def test_docs_render_operations_offline(page: Any, base_url: str, tmp_path: Path) -> None:
@@ -277,9 +286,7 @@ def test_docs_render_operations_offline(page: Any, base_url: str, tmp_path: Path
     paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
     assert {"/generate", "/decode", "/encode", "/reconstruct", "/interpolate", "/models"} <= set(paths)
     assert "/" not in paths and "/docs" not in paths  # the pages are not API operations
-    shot = tmp_path / "docs.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert png_pixels(shot.read_bytes()).shape[1] == 1280
+    assert screenshot(page, tmp_path, "docs.png").shape[1] == 1280
 
 
 def test_redoc_renders_operations_offline(page: Any, base_url: str) -> None:

@@ -289,6 +289,17 @@ def test_docs_render_operations_offline(page: Any, base_url: str, tmp_path: Path
     assert screenshot(page, tmp_path, "docs.png").shape[1] == 1280
 
 
+def test_docs_try_it_out_shows_a_generated_face(page: Any, base_url: str) -> None:
+    page.goto(base_url + "/docs")
+    page.locator(".opblock-summary-path", has_text="/generate").click()
+    op = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/generate"))
+    op.locator("button.execute").click()  # try-it-out is on: the example body {"n": 4, "seed": 42, ...}
+    op.locator(".live-responses-table .response-col_status", has_text="200").wait_for()
+    face = op.locator(".live-responses-table img")
+    face.wait_for()
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=face.element_handle())
+
+
 def test_redoc_renders_operations_offline(page: Any, base_url: str) -> None:
     page.goto(base_url + "/redoc")
     page.locator("h2", has_text="Sample faces from seeds").wait_for()

@@ -159,9 +159,9 @@ def test_two_clicked_faces_morph(page: Any, base_url: str) -> None:
         page.wait_for_function(f"() => document.querySelector('#morph-frame').dataset.frame === '{frame}'")
         shown = data_url_pixels(page.get_attribute("#morph-frame", "src") or "")
         assert np.abs(shown.astype(int) - end).max() <= 1, f"frame {frame}"
-    middle = page.eval_on_selector("#morph-frame", "i => i.src")
+    last = page.eval_on_selector("#morph-frame", "i => i.src")
     page.fill("#morph-scrub", "7")
-    page.wait_for_function("s => document.querySelector('#morph-frame').src !== s", arg=middle)
+    page.wait_for_function("s => document.querySelector('#morph-frame').src !== s", arg=last)
     assert page.inner_text("#morph-play") == "Play"
     # A third click replaces the oldest selection and morphs again.
     tiles.nth(1).click()
@@ -184,6 +184,31 @@ def test_upload_shows_the_crop_and_reconstruction(page: Any, base_url: str, clie
     page.click("#recon-button")
     page.locator("#grid .face").nth(0).click()
     page.wait_for_selector("#morph:not([hidden]) #morph-frame[src^='data:image/png']")
+
+
+def test_upload_aligned_by_its_face_draws_the_face_found(
+    page: Any, base_url: str, client: httpx.Client
+) -> None:
+    photo = {"image": ("face.jpg", FACE_JPG.read_bytes(), "image/jpeg")}
+    r = client.post("/reconstruct", files=photo, data={"align": "true", "format": "json"})
+    if r.status_code == 503:
+        pytest.skip(f"face alignment is unavailable here: {r.json()['detail']}")
+    face = r.json()["faces"][0]
+    open_playground(page, base_url)
+    page.select_option("#align", "true")
+    page.set_input_files("#photo", str(FACE_JPG))
+    page.wait_for_selector("#face-overlay rect")
+    assert "Face found" in page.inner_text("#face-info")
+    box = page.eval_on_selector(
+        "#face-overlay rect", "r => ['x', 'y', 'width', 'height'].map(k => Number(r.getAttribute(k)))"
+    )
+    left, top, right, bottom = face["box"]
+    assert np.allclose(box, [left, top, right - left, bottom - top])
+    dots = page.eval_on_selector_all(
+        "#face-overlay circle", "cs => cs.map(c => [+c.getAttribute('cx'), +c.getAttribute('cy')])"
+    )
+    assert np.allclose(dots, list(face["landmarks"].values()))
+    assert page.get_attribute("#face-overlay", "viewBox") == "0 0 96 96"  # the photo's own pixels
 
 
 def test_a_refused_upload_shows_the_servers_problem_detail(

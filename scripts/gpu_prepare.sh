@@ -16,7 +16,8 @@ quality="${QUALITY:-80}"
 
 # The same versions as this venv's, so the GPU machine serves with what the tests ran here.
 pkgs=(fastapi starlette uvicorn pydantic pydantic-core pydantic-settings python-multipart
-      annotated-types typing-inspection python-dotenv typing-extensions httptools opentelemetry-api)
+      annotated-types typing-inspection python-dotenv typing-extensions httptools opentelemetry-api
+      fastapi-offline)
 pins=$("$py" - "${pkgs[@]}" <<'EOF'
 import sys
 from importlib.metadata import PackageNotFoundError, version

@@ -2,12 +2,15 @@
 # Debian tools the deployment tests use (tests/deploy):
 #   promtool, prometheus  <- Debian package `prometheus` (2.42 on bookworm)
 #   docker-compose        <- Debian package `docker-compose` (1.29, knows GPU reservations)
+# and the browser the playground tests drive (tests/service/test_playground.py, via Playwright):
+#   chromium              <- Debian package `chromium`
 # Installed only when missing and when we are root on a Debian/Ubuntu system (CI is);
 # otherwise the tests that need them skip, each with a reason naming the package.
 set -euo pipefail
 need=()
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: ${need[*]} missing and this is not root on Debian/Ubuntu;" \
@@ -24,7 +27,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-for tool in promtool prometheus docker-compose; do
+for tool in promtool prometheus docker-compose chromium; do
   command -v "$tool" >/dev/null || { echo "system-deps: $tool is still missing" >&2; exit 1; }
 done
-echo "system-deps: $(promtool --version 2>&1 | head -1); $(docker-compose version --short)"
+echo "system-deps: $(promtool --version 2>&1 | head -1); $(docker-compose version --short); $(chromium --version 2>/dev/null)"

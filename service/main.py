@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.routes import ROUTERS
+from service.api.routes.pages import mount_static
 from service.auth import AuthMiddleware, KeyRing, add_security, is_admin_path
 from service.context import ServiceMiddleware
 from service.deps import Services
@@ -59,10 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         form_limits={"max_files": MAX_ROWS_PER_REQUEST, "max_fields": 16, "max_part_size": 64 * 1024},
+        docs_url=None,  # /docs and /redoc are served offline by service.api.routes.pages
+        redoc_url=None,
     )
     app.state.services = services
     for router in ROUTERS:
         app.include_router(router)
+    mount_static(app)
     install_problem_handlers(app, metrics, settings.max_request_bytes)
     admin_routes = {
         path: frozenset(getattr(r, "methods", None) or ())

@@ -128,9 +128,9 @@ class Settings(BaseSettings):
     )
     api_key_burst: int = Field(default=40, ge=1, description="Requests a key may send at once (bucket size).")
     open_paths: tuple[str, ...] = Field(
-        default=("/healthz", "/readyz", "/metrics", "/docs*", "/redoc", "/openapi.json"),
-        description="Paths that need no key when keys are on (probes, scrapers, docs); 'P*': any path "
-        "starting with P.",
+        default=("/healthz", "/readyz", "/metrics", "/docs*", "/redoc", "/openapi.json", "/", "/static/*"),
+        description="Paths that need no key when keys are on (probes, scrapers, docs, the playground "
+        "page); 'P*': any path starting with P.",
     )
     admin_without_keys: bool = Field(
         default=False,

@@ -9,6 +9,7 @@ from service.api.routes import (
     health,
     interpolate,
     models,
+    pages,
     reconstruct,
 )
 
@@ -22,4 +23,5 @@ ROUTERS = [
     models.router,
     health.router,
     admin.router,
+    pages.router,
 ]

@@ -57,6 +57,7 @@ class Call:
     json: Any = None
     data: dict[str, Any] | None = None
     files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 

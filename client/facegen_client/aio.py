@@ -51,6 +51,7 @@ class AsyncClient:
     ) -> None:
         self.base_url = base_url or os.environ.get("FACEGEN_URL") or DEFAULT_URL
         self.retry = retry or RetryPolicy()
+        self.retries = 0  # 503/429 answers retried so far (all requests)
         key = api_key if api_key is not None else os.environ.get("FACEGEN_API_KEY")
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, headers=_api.auth_headers(key), transport=transport
@@ -72,7 +73,13 @@ class AsyncClient:
         start, attempt = time.monotonic(), 0
         while True:
             r = await self._http.request(
-                call.method, call.path, json=call.json, data=call.data, files=call.files, headers=call.headers
+                call.method,
+                call.path,
+                json=call.json,
+                data=call.data,
+                files=call.files,
+                content=call.content,
+                headers=call.headers,
             )
             attempt += 1
             if r.status_code not in RETRY_STATUSES:
@@ -82,6 +89,7 @@ class AsyncClient:
             wait = self.retry.wait_s(err, attempt - 1)
             if time.monotonic() - start + wait > self.retry.max_retry_s:
                 raise err
+            self.retries += 1
             await asyncio.sleep(wait)
 
     async def _do(self, call: Call, parse: Callable[[httpx.Response], T]) -> T:

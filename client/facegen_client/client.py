@@ -54,6 +54,7 @@ class Client:
     ) -> None:
         self.base_url = base_url or os.environ.get("FACEGEN_URL") or DEFAULT_URL
         self.retry = retry or RetryPolicy()
+        self.retries = 0  # 503/429 answers retried so far (all requests)
         key = api_key if api_key is not None else os.environ.get("FACEGEN_API_KEY")
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers=_api.auth_headers(key), transport=transport
@@ -75,7 +76,13 @@ class Client:
         start, attempt = time.monotonic(), 0
         while True:
             r = self._http.request(
-                call.method, call.path, json=call.json, data=call.data, files=call.files, headers=call.headers
+                call.method,
+                call.path,
+                json=call.json,
+                data=call.data,
+                files=call.files,
+                content=call.content,
+                headers=call.headers,
             )
             attempt += 1
             if r.status_code not in RETRY_STATUSES:
@@ -85,6 +92,7 @@ class Client:
             wait = self.retry.wait_s(err, attempt - 1)
             if time.monotonic() - start + wait > self.retry.max_retry_s:
                 raise err
+            self.retries += 1
             time.sleep(wait)
 
     def _do(self, call: Call, parse: Callable[[httpx.Response], T]) -> T:

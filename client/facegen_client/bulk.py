@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from facegen_client.aio import AsyncClient
 from facegen_client.datasheet import datasheet
-from facegen_client.errors import FacegenError
+from facegen_client.errors import APIError, FacegenError
 
 LABELS = "labels.csv"
 COLUMNS = ["file", "seed", "temperature", "attributes", "model", "version", "model_sha256", "sha256"]
@@ -193,6 +193,7 @@ async def generate_bulk(
     labels = open(out / LABELS, "a", newline="")  # noqa: SIM115 (closed in finally)
     writer = csv.DictWriter(labels, COLUMNS)
     written = 0
+    stop = asyncio.Event()
 
     async def worker() -> None:
         nonlocal written
@@ -201,10 +202,14 @@ async def generate_bulk(
                 first, count = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            if stop.is_set():
+                return
             try:
                 faces = await client.generate(count, first, temperature, attributes)
             except FacegenError as e:
                 failed.append((first, str(e)))
+                if isinstance(e, APIError) and 400 <= e.status < 500:
+                    stop.set()  # bad arguments (e.g. an unknown attribute) fail every request alike
                 continue
             for k, png in enumerate(faces.png):
                 seed = first + k

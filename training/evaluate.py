@@ -37,6 +37,7 @@ from training import fid as fidlib
 from training.data import DatasetError, FaceDataset, load_faces, split_indices
 from training.metrics_faces import DETECTOR, DetectorUnavailableError, face_found_rate
 from training.metrics_image import psnr_per_image, sharpness, ssim_per_image
+from training.model_card import CARD_FILE, write_card
 
 # Sample counts: "standard" is the protocol of the figures in the README and manifests;
 # "quick" (--quick) is a cheaper proxy for A/B comparisons between training recipes.
@@ -377,6 +378,8 @@ def write_metrics(path: str | Path, metrics: dict[str, Any], under: str | None =
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if (path / CARD_FILE).is_file():  # the card quotes the figures: keep it in step
+        write_card(path)
 
 
 # --------------------------------------------------------------------------- output

@@ -24,6 +24,7 @@ from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
 from training.data import DatasetError
+from training.model_card import write_card
 from training.run_data import load_datasets, split_datasets
 
 N_SAMPLES = 64
@@ -305,7 +306,7 @@ def export_run(
         "latent_prior": prior_info,
         "metrics": {},
     }
-    return write_artifact(
+    path = write_artifact(
         store,
         name,
         cfg,
@@ -316,3 +317,5 @@ def export_run(
         prior=prior,
         weights_dtype=weights_dtype,
     )
+    write_card(path)  # from the final manifest (name, version, sha256s); evaluate --write renews it
+    return path

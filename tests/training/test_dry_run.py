@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 NAME = "dry-test"
 ARTIFACT_FILES = {
     "model.safetensors",
+    "MODEL_CARD.md",  # training/model_card.py
     "config.json",
     "manifest.json",
     "samples.png",
@@ -172,3 +173,9 @@ def test_one_flipped_byte_in_the_weights_fails_the_load(dry_run: dict[str, Any],
     msg = str(err.value)
     assert str(weights) in msg and expected in msg and actual in msg
     assert (err.value.expected, err.value.actual) == (expected, actual)
+
+
+def test_export_writes_the_model_card(dry_run: dict[str, Any]) -> None:
+    card = (dry_run["path"] / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# Model card: {NAME} v1") and "## Out-of-scope uses" in card
+    assert "Not evaluated yet" in card  # export measures nothing; evaluate --write renews the card

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
 
-from facegen_core.artifact import ArtifactError, ModelStore, read_manifest
+from facegen_core.artifact import ArtifactError, ModelStore, read_manifest, sha256_file, validate_name
 from service.deps import ServicesDep
-from service.schemas import LoadedModel, ModelsResponse
+from service.errors import PROBLEM_CONTENT_TYPE, NotFoundError
+from service.schemas import LoadedModel, ModelsResponse, Problem
 
 router = APIRouter(tags=["operations"])
+# Written at export by training/model_card.py (the service never imports training: the file and
+# its manifest entry are the contract).
+CARD_FILE = "MODEL_CARD.md"
+MARKDOWN = "text/markdown; charset=utf-8"
 
 
 @router.get("/models", summary="Loaded model and store contents")
@@ -67,3 +73,51 @@ def _attribute_names(store: ModelStore, name: str) -> list[str]:
         return []
     found = summary.get("names") if isinstance(summary, dict) else None
     return [str(n) for n in found] if isinstance(found, list) else []
+
+
+def _card_path(store: ModelStore, name: str, version: int | None) -> Path:
+    """The verified card file of NAME (VERSION, or the newest); NotFoundError saying why not."""
+    try:
+        validate_name(name)
+        path = store.resolve(name, version)
+        manifest = read_manifest(path)
+    except (ValueError, ArtifactError) as e:
+        raise NotFoundError(f"No model card: {e} GET /models lists the models and versions.") from None
+    card, entry = path / CARD_FILE, (manifest.get("files") or {}).get(CARD_FILE)
+    if entry is None or not card.is_file():
+        raise NotFoundError(
+            f"Model {name!r} version {path.name} has no model card (exported before cards existed); "
+            f"`python -m training.model_card {path}` writes one."
+        )
+    if sha256_file(card) != entry.get("sha256"):
+        raise NotFoundError(
+            f"The model card of {name!r} version {path.name} does not match the sha256 its manifest "
+            f"records (changed after export); `python -m training.model_card {path}` rewrites it."
+        )
+    return card
+
+
+@router.get(
+    "/models/{name}/card",
+    summary="A model's card (Markdown)",
+    response_class=Response,
+    responses={
+        200: {"content": {MARKDOWN: {}}, "description": "The model card, Markdown."},
+        404: {
+            "model": Problem,
+            "content": {PROBLEM_CONTENT_TYPE: {}},
+            "description": "No such model or version, or it has no card (detail says which).",
+        },
+    },
+)
+async def card(
+    name: str,
+    services: ServicesDep,
+    version: Annotated[int | None, Query(ge=1, description="A version other than the newest.")] = None,
+) -> Response:
+    """The model card written at export (MODEL_CARD.md beside the weights, checked against the
+    manifest's sha256): data, licence, intended and out-of-scope uses, known failure modes,
+    figures. Any model of the store, not only the loaded one; 404 when it has none.
+    """
+    path = _card_path(ModelStore(services.settings.model_store), name, version)
+    return Response(path.read_bytes(), media_type=MARKDOWN)

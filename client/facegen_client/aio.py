@@ -1,0 +1,163 @@
+"""``AsyncClient``: the asyncio twin of ``Client`` (client.py); every operation is awaited.
+
+async with AsyncClient("http://127.0.0.1:8000") as fg:
+    faces = await fg.generate(n=4, seed=42)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from facegen_client import _api
+from facegen_client._api import (
+    DEFAULT_URL,
+    RETRY_STATUSES,
+    Call,
+    Encoding,
+    End,
+    Faces,
+    ImageInput,
+    RetryPolicy,
+)
+from facegen_client.errors import error_for
+
+T = TypeVar("T")
+Images = Sequence[ImageInput] | ImageInput
+
+
+class AsyncClient:
+    """An asyncio client of a facegen service at ``base_url`` (default ``$FACEGEN_URL`` or http://127.0.0.1:8000).
+
+    ``api_key`` (default ``$FACEGEN_API_KEY``) is sent as ``Authorization: Bearer <key>``.
+    ``timeout`` is per HTTP request; ``retry`` bounds the retries of 503/429 answers. Every error
+    answer raises the typed exception of facegen_client.errors.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url or os.environ.get("FACEGEN_URL") or DEFAULT_URL
+        self.retry = retry or RetryPolicy()
+        self.retries = 0  # 503/429 answers retried so far (all requests)
+        key = api_key if api_key is not None else os.environ.get("FACEGEN_API_KEY")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers=_api.auth_headers(key), transport=transport
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call) -> httpx.Response:
+        """Send ``call``, retrying 503/429 within the retry policy; error answers raise."""
+        start, attempt = time.monotonic(), 0
+        while True:
+            r = await self._http.request(
+                call.method,
+                call.path,
+                json=call.json,
+                data=call.data,
+                files=call.files,
+                content=call.content,
+                headers=call.headers,
+            )
+            attempt += 1
+            if r.status_code not in RETRY_STATUSES:
+                return _api.check(r)
+            err = error_for(r)
+            err.attempts = attempt
+            wait = self.retry.wait_s(err, attempt - 1)
+            if time.monotonic() - start + wait > self.retry.max_retry_s:
+                raise err
+            self.retries += 1
+            await asyncio.sleep(wait)
+
+    async def _do(self, call: Call, parse: Callable[[httpx.Response], T]) -> T:
+        return parse(await self.send(call))
+
+    # ------------------------------------------------------------------ operations
+
+    async def generate(
+        self,
+        n: int = 1,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        attributes: Mapping[str, float] | None = None,
+    ) -> Faces:
+        """``n`` (1-64) faces, face i from ``seed + i`` (the server picks a seed when None)."""
+        return await self._do(_api.generate_call(n, seed, temperature, attributes), _api.parse_faces)
+
+    async def decode(self, latents: Sequence[Sequence[float]] | np.ndarray) -> Faces:
+        """One face per row of ``latents`` (n, latent_dim)."""
+        return await self._do(_api.decode_call(latents), _api.parse_faces)
+
+    async def encode(self, images: Images, align: bool | None = None) -> Encoding:
+        """Photos (paths, bytes, PIL images or uint8 arrays; 1-64) to latents."""
+        return await self._do(_api.encode_call(images, align), _api.parse_encoding)
+
+    async def reconstruct(self, images: Images, align: bool | None = None) -> Faces:
+        """Each photo encoded and decoded; ``latents`` are the photos' ``mu``."""
+        return await self._do(_api.reconstruct_call(images, align), _api.parse_faces)
+
+    async def interpolate(
+        self,
+        start: End,
+        end: End,
+        steps: int = 8,
+        method: str = "slerp",
+        temperature: float = 1.0,
+        align: bool | None = None,
+    ) -> Faces:
+        """``steps`` frames from ``start`` to ``end``: each a seed (int), a latent or a photo."""
+        call = _api.interpolate_call(start, end, steps, method, temperature, align)
+        return await self._do(call, _api.parse_faces)
+
+    async def edit(
+        self,
+        attributes: Mapping[str, float],
+        *,
+        seed: int | None = None,
+        latent: Sequence[float] | np.ndarray | None = None,
+        image: ImageInput | None = None,
+        temperature: float = 1.0,
+    ) -> Faces:
+        """A face (from a seed, a latent or a photo) moved along named attributes, e.g.
+        ``{"Smiling": 1.0}`` (``models()`` lists each model's attributes)."""
+        call = _api.edit_call(attributes, seed, latent, image, temperature)
+        return await self._do(call, _api.parse_faces)
+
+    async def models(self) -> dict[str, Any]:
+        """GET /models: the loaded model, its manifest, and the store's models and versions."""
+        return await self._do(Call("GET", "/models"), _api.parse_json)
+
+    async def card(self, name: str, version: int | None = None) -> str:
+        """The model card (Markdown) of model ``name`` (its newest version by default)."""
+        path = f"/models/{name}/card" + (f"?version={version}" if version is not None else "")
+        return await self._do(Call("GET", path), _api.parse_text)
+
+    async def ready(self) -> bool:
+        """True when /readyz is 200 (no retries)."""
+        try:
+            return (await self._http.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False

@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 import uvicorn
 
+from service.drain import DrainingServer, graceful_timeout_s
 from service.main import create_app
 from service.settings import Settings
 
@@ -26,14 +27,16 @@ def main() -> None:
         # Before any torch work: the model thread and the image-encoding threads share this.
         torch.set_num_threads(settings.torch_threads)
         torch.set_num_interop_threads(1)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_timeout_s(settings.request_timeout_s),
     )
+    DrainingServer(config, app.state.services, settings.drain_delay_s).run()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ class Services:
     metrics: Metrics
     runner: ModelRunner
     batcher: Batcher
+    # Set on SIGTERM (service.drain): /readyz answers 503 while in-flight requests finish.
+    draining: bool = False
 
 
 def get_services(request: Request) -> Services:

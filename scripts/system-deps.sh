@@ -3,6 +3,7 @@
 #   promtool, prometheus  <- Debian package `prometheus` (2.42 on bookworm)
 #   docker-compose        <- Debian package `docker-compose` (1.29, knows GPU reservations)
 #   nginx                 <- Debian package `nginx-light` (the failover test's load balancer)
+#   kubectl               <- Debian package `kubernetes-client` (kubectl kustomize, offline)
 # Installed only when missing and when we are root on a Debian/Ubuntu system (CI is);
 # otherwise the tests that need them skip, each with a reason naming the package.
 set -euo pipefail
@@ -10,6 +11,7 @@ need=()
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null || need+=(nginx-light)
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: ${need[*]} missing and this is not root on Debian/Ubuntu;" \
@@ -27,7 +29,7 @@ fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 export PATH="$PATH:/usr/sbin"
-for tool in promtool prometheus docker-compose nginx; do
+for tool in promtool prometheus docker-compose nginx kubectl; do
   command -v "$tool" >/dev/null || { echo "system-deps: $tool is still missing" >&2; exit 1; }
 done
 echo "system-deps: $(promtool --version 2>&1 | head -1); $(docker-compose version --short)"

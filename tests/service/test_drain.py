@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
+import uvicorn
 
-from service.drain import graceful_timeout_s
+from service.drain import DrainingServer, graceful_timeout_s
 from tests.service.live import LiveService
 
 DRAIN_S = 3.0
@@ -75,3 +78,28 @@ def _busy(url: str) -> str:
         for line in text.splitlines()
         if line.startswith("facegen_queue_depth") and not line.rstrip().endswith(" 0.0")
     )
+
+
+def _server(delay_s: float) -> tuple[DrainingServer, SimpleNamespace]:
+    services = SimpleNamespace(draining=False)
+    config = uvicorn.Config(lambda scope, receive, send: None, lifespan="off")
+    return DrainingServer(config, services, delay_s), services  # type: ignore[arg-type]
+
+
+def test_first_sigterm_drains_then_exits_after_the_delay() -> None:
+    server, services = _server(0.3)
+    server.handle_exit(signal.SIGTERM, None)
+    assert services.draining and not server.should_exit
+    assert asyncio.run(server.on_tick(1)) is False  # still serving during the drain
+    time.sleep(0.35)
+    assert asyncio.run(server.on_tick(2)) is True and server.should_exit
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_or_ctrl_c_skips_the_drain(second: signal.Signals) -> None:
+    server, services = _server(60.0)
+    if second == signal.SIGTERM:
+        server.handle_exit(signal.SIGTERM, None)
+        assert not server.should_exit
+    server.handle_exit(second, None)
+    assert services.draining and server.should_exit

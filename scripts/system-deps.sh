@@ -4,7 +4,7 @@
 #   docker-compose        <- Debian package `docker-compose` (1.29, knows GPU reservations)
 #   nginx                 <- Debian package `nginx-light` (the failover test's load balancer)
 #   kubectl               <- Debian package `kubernetes-client` (kubectl kustomize, offline)
-# With FACEGEN_PODMAN=1 also podman, runc and mmdebstrap, for the opt-in (slow) podman stack test
+# With FACEGEN_PODMAN=1 also podman, runc, mmdebstrap and catatonit, for the opt-in (slow) podman stack test
 # (tests/deploy/test_podman_stack.py, scripts/podman_stack.py); CI's default suite does not need them.
 # Installed only when missing and when we are root on a Debian/Ubuntu system (CI is);
 # otherwise the tests that need them skip, each with a reason naming the package.
@@ -15,7 +15,7 @@ command -v docker-compose >/dev/null || need+=(docker-compose)
 { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null || need+=(nginx-light)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 if [ "${FACEGEN_PODMAN:-0}" = 1 ]; then
-  for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+  for tool in podman runc mmdebstrap catatonit; do command -v "$tool" >/dev/null || need+=("$tool"); done
 fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -14,6 +14,7 @@ import torch
 import uvicorn
 
 from service.connections import guarded_protocol
+from service.drain import DrainingServer, graceful_timeout_s
 from service.main import create_app
 from service.memory import tune_allocator
 from service.settings import Settings
@@ -36,16 +37,18 @@ def main() -> None:
         settings.header_timeout_s,
         settings.body_timeout_s,
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         http=protocol,
         timeout_keep_alive=settings.keep_alive_s,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_timeout_s(settings.request_timeout_s),
     )
+    DrainingServer(config, app.state.services, settings.drain_delay_s).run()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ class Services:
     settings: Settings
     metrics: Metrics
     models: ModelVersions
+    # Set on SIGTERM (service.drain): /readyz answers 503 while in-flight requests finish.
+    draining: bool = False
 
     @property
     def runner(self) -> ModelRunner:

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
             "service logs a warning and runs eagerly). Ignored on CPU."
         ),
     )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=300.0,
+        description=(
+            "On SIGTERM, seconds to keep serving with /readyz 503 before the listener closes, so a "
+            "load balancer or Kubernetes stops routing here first (5 in deploy/kubernetes). Then "
+            "requests in flight finish (up to request_timeout_s) and the process exits."
+        ),
+    )
     warmup_batch_sizes: tuple[int, ...] = Field(
         default=(1, 8, 64), description="Batch sizes run once (encode and decode) before /readyz is 200."
     )

@@ -34,7 +34,8 @@ def test_targets_and_bases() -> None:
     assert STAGES["cuda"].base.startswith(f"pytorch/pytorch:{torch_version}-cuda12.")
     assert STAGES["cuda"].base.endswith("-runtime")
     (install,) = [a for a in STAGES["cpu"].all("RUN") if "torch==" in a]
-    assert CPU_INDEX in install and '"torch==${TORCH_VERSION}"' in install
+    assert "${TORCH_PIP_ARGS}" in install and '"torch==${TORCH_VERSION}"' in install
+    assert GLOBAL_ARGS["TORCH_PIP_ARGS"].strip('"') == CPU_INDEX
     assert not any("torch" in a for a in STAGES["cuda"].all("RUN")), "the CUDA base brings torch"
 
 

@@ -24,15 +24,25 @@ async def healthz() -> HealthResponse:
         503: {
             "model": Problem,
             "content": {PROBLEM_CONTENT_TYPE: {}},
-            "description": "Not ready: loading, warming up, or the load failed (detail says why).",
+            "description": (
+                "Not ready: loading, warming up, the load failed, or the server is draining "
+                "before it stops (detail says why)."
+            ),
         }
     },
 )
 async def readyz(services: ServicesDep) -> ReadyResponse:
     """200 once the model is loaded, its checksums verified and warm-up done; 503 (problem+json,
-    with the reason) before that, or for good when the load failed (see GET /models).
+    with the reason) before that, for good when the load failed (see GET /models), and from
+    SIGTERM until exit (draining: requests already sent still finish).
     """
     runner = services.runner
+    if services.draining:
+        raise NotReadyError(
+            "The server is shutting down: it finishes the requests it has and takes new ones "
+            "only until its listener closes. Send new requests to another replica.",
+            state="draining",
+        )
     if not runner.ready or runner.info is None:
         raise NotReadyError(runner.reason, state=runner.state)
     return ReadyResponse(model=runner.info.name, version=runner.info.version)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from facegen_core.artifact import ArtifactError, ModelStore, read_manifest, sha256_file, validate_name
+from service.api.responses import ERROR_RESPONSES
 from service.deps import ServicesDep
 from service.errors import PROBLEM_CONTENT_TYPE, NotFoundError
 from service.schemas import LoadedModel, ModelsResponse, Problem
@@ -108,6 +109,7 @@ def _card_path(store: ModelStore, name: str, version: int | None) -> Path:
             "content": {PROBLEM_CONTENT_TYPE: {}},
             "description": "No such model or version, or it has no card (detail says which).",
         },
+        422: ERROR_RESPONSES[422],  # e.g. version=0
     },
 )
 async def card(

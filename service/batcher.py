@@ -39,16 +39,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.errors import DeadlineExceededError, ModelCallError, QueueFullError
+from service.errors import ClientDisconnectedError, DeadlineExceededError, ModelCallError, QueueFullError
 
 log = logging.getLogger(__name__)
 
 BatchFn = Callable[[np.ndarray], np.ndarray]  # (B, ...) in -> (B, ...) out, row for row
 DISCONNECT_POLL_S = 0.1
-
-
-class ClientDisconnectedError(Exception):
-    """The caller went away before its result was ready; its rows were dropped."""
 
 
 class BatchObserver(Protocol):

@@ -165,3 +165,9 @@ class ModelLoadError(FacegenError):
     version keeps serving (``serving`` names it)."""
 
     status, title, slug = 422, "Model load failed", "model-load-failed"
+
+
+class ClientDisconnectedError(Exception):
+    """The caller went away before its result was ready; its rows were dropped. Not a problem
+    a client is sent (nobody is left to read it): problems.py logs it as a 499
+    ClientClosedError."""

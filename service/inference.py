@@ -14,7 +14,7 @@ import numpy as np
 
 from service.batcher import Batcher
 from service.context import RequestContext
-from service.runner import ModelInfo
+from service.model_info import ModelInfo
 
 ENCODE, DECODE = "encode", "decode"
 

@@ -16,11 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import ClientDisconnectedError
 from service.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequestError,
     ClientClosedError,
+    ClientDisconnectedError,
     FacegenError,
     InvalidFieldError,
     MethodNotAllowedError,

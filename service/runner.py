@@ -45,7 +45,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -55,10 +54,9 @@ from PIL import Image
 
 from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
-from facegen_core.attributes import AttributeDirections
 from facegen_core.device import PRECISIONS, autocast, resolve_device
-from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
+from service.model_info import ModelInfo
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,22 +64,6 @@ log = logging.getLogger(__name__)
 Pass = Callable[[torch.Tensor], torch.Tensor]
 WARMUP_SLICE_PASSES = 8  # forward passes per warm-up step (a swap interleaves serving between steps)
 GRAPH_WARMUP_ITERS = 3  # eager passes on a side stream before capture (cuDNN/cuBLAS set-up)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the API reports about the loaded model (immutable once ready)."""
-
-    name: str
-    version: int
-    sha256: str
-    image_size: int
-    channels: int
-    latent_dim: int
-    input_crop: str
-    manifest: dict[str, Any]
-    prior: LatentPrior  # seeds' noise -> latents (N(0, I) unless the artifact fitted one)
-    attributes: AttributeDirections | None = None  # None: the artifact has no attribute directions
 
 
 class ModelRunner:

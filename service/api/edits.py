@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from service.errors import InvalidFieldError
-from service.runner import ModelInfo
+from service.model_info import ModelInfo
 
 
 def valid_names(info: ModelInfo) -> list[str]:

@@ -7,19 +7,21 @@ import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import numpy as np
 from anyio import CapacityLimiter
-from fastapi import Depends, Request
+from fastapi import Depends, File, Form, Request
+from fastapi import UploadFile as UploadedFile
 from starlette.datastructures import FormData, UploadFile
 
 from facegen_core.align import Face
 from service.context import RequestContext
 from service.errors import InvalidFieldError
 from service.memory import RELEASE_AFTER_BYTES, DecodeBudget, release_memory
-from service.runner import ModelInfo
+from service.model_info import ModelInfo
+from service.schemas import FormBool
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
 from service.uploads import decode_upload_and_face, read_upload, upload_cost, upload_crop
 
@@ -135,3 +137,33 @@ async def read_images(
             await anyio.to_thread.run_sync(release_memory)
     ctx.upload_s += time.perf_counter() - t0  # wall time: the files decode in parallel
     return np.stack([arr for arr, _ in results]), [face for _, face in results]  # (N, S, S, C)
+
+
+# Form parameters shared by the upload routes (/encode, /reconstruct, /edit).
+Images = Annotated[
+    list[UploadedFile],
+    File(
+        description="1–64 image files (JPEG, PNG, WebP, BMP, GIF, TIFF), each aligned or cropped "
+        "and resized like the training faces."
+    ),
+]
+AlignOption = Annotated[
+    FormBool | None,
+    Form(
+        description="Align each photo by its face (the largest one found): detect it and its "
+        "landmarks, then warp it to the training faces' framing. Not sent: true for models trained "
+        "on aligned faces (input_crop 'align'), the model's own fixed crop for older models. "
+        "true: align, with any model. false: no alignment, the fixed CelebA crop (or the model's own). "
+        "A photo without a face is a 422 /problems/no-face unless align=false.",
+    ),
+]
+
+
+def check_latent(row: list[float], latent_dim: int, field: str) -> None:
+    """422 naming ``field`` unless ``row`` has the model's latent_dim (values are checked by the schema)."""
+    if len(row) != latent_dim:
+        raise InvalidFieldError(
+            f"Field '{field}' has {len(row)} numbers; this model's latents have {latent_dim} "
+            f"(GET /models shows latent_dim).",
+            field=field,
+        )

@@ -17,8 +17,10 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from facegen_core.align import Face
 from service import imaging
 from service.context import RequestContext
+from service.schemas import DetectedFace
 
 T = TypeVar("T")
 PNG, GIF, ZIP = "image/png", "image/gif", "application/zip"
@@ -100,3 +102,7 @@ async def animation(
 def json(body: BaseModel, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A response model as JSON (serialised by pydantic, validated when it was built)."""
     return JSONResponse(body.model_dump(mode="json"), headers=dict(headers or {}))
+
+
+def face_json(face: Face | None) -> DetectedFace | None:
+    return None if face is None else DetectedFace.model_validate(face.to_dict())

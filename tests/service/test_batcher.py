@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, ClientDisconnectedError, JobResult
-from service.errors import DeadlineExceededError, ModelCallError, QueueFullError
+from service.batcher import Batcher, JobResult
+from service.errors import ClientDisconnectedError, DeadlineExceededError, ModelCallError, QueueFullError
 
 T = TypeVar("T")
 FAR = 60.0  # seconds: a deadline no test reaches

@@ -6,23 +6,13 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.api import caching, render
+from service.api.inputs import check_latent
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
-from service.errors import InvalidFieldError
 from service.imaging import png_text
 from service.schemas import DecodeRequest, ImagesResponse
 
 router = APIRouter(tags=["faces"])
-
-
-def check_latent(row: list[float], latent_dim: int, field: str) -> None:
-    """422 naming ``field`` unless ``row`` has the model's latent_dim (values are checked by the schema)."""
-    if len(row) != latent_dim:
-        raise InvalidFieldError(
-            f"Field '{field}' has {len(row)} numbers; this model's latents have {latent_dim} "
-            f"(GET /models shows latent_dim).",
-            field=field,
-        )
 
 
 @router.post(

@@ -14,9 +14,8 @@ from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
 from service.api.edits import apply_edit, check_attributes
-from service.api.inputs import read_images
+from service.api.inputs import check_latent, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.decode import check_latent
 from service.api.routes.interpolate import _form_align, _invalid
 from service.deps import ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError

@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, File, Form, UploadFile
-
-from facegen_core.align import Face
-from service.api.inputs import form_fields, read_images
+from service.api.inputs import AlignOption, Images, form_fields, read_images
+from service.api.render import face_json
 from service.api.responses import UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
-from service.schemas import DetectedFace, EncodeResponse, FormBool, LatentStats
+from service.schemas import EncodeResponse, LatentStats
 
 router = APIRouter(tags=["latents"])
-
-Images = Annotated[
-    list[UploadFile],
-    File(
-        description="1–64 image files (JPEG, PNG, WebP, BMP, GIF, TIFF), each aligned or cropped "
-        "and resized like the training faces."
-    ),
-]
-AlignOption = Annotated[
-    FormBool | None,
-    Form(
-        description="Align each photo by its face (the largest one found): detect it and its "
-        "landmarks, then warp it to the training faces' framing. Not sent: true for models trained "
-        "on aligned faces (input_crop 'align'), the model's own fixed crop for older models. "
-        "true: align, with any model. false: no alignment, the fixed CelebA crop (or the model's own). "
-        "A photo without a face is a 422 /problems/no-face unless align=false.",
-    ),
-]
-
-
-def face_json(face: Face | None) -> DetectedFace | None:
-    return None if face is None else DetectedFace.model_validate(face.to_dict())
 
 
 @router.post(

@@ -14,9 +14,8 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import caching, render
-from service.api.inputs import check_form_fields, read_images
+from service.api.inputs import check_form_fields, check_latent, read_images
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.decode import check_latent
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text

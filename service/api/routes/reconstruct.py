@@ -8,9 +8,9 @@ import numpy as np
 from fastapi import APIRouter, Form, Response
 
 from service.api import render
-from service.api.inputs import form_fields, read_images
+from service.api.inputs import AlignOption, Images, form_fields, read_images
+from service.api.render import face_json
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.encode import AlignOption, Images, face_json
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
 from service.schemas import FormBool, ReconstructResponse

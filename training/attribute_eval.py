@@ -34,8 +34,9 @@ from facegen_core.attributes import AttributeDirections
 from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8
 from training.attribute_classifier import AttributeClassifier, load_classifier, predict
-from training.attributes import compute_directions, encoder_means
+from training.attributes import compute_directions
 from training.data import load_faces, split_indices
+from training.export import encoder_means
 
 GRID_ATTRIBUTES = (
     "Smiling",
@@ -145,11 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     val_idx = val_idx[: args.val_faces]
     y_train = ds.attributes[train_idx]
-    mu_train = encoder_means(art, ds.images[train_idx])
+    mu_train = encoder_means(art.encoder, ds.images[train_idx])
     raw_attrs, raw = compute_directions(mu_train, y_train, ds.attribute_names, top=0)  # unconditioned
     fit = LatentPrior.fit(mu_train)
     assert fit.scale_tril is not None
-    mu = encoder_means(art, ds.images[val_idx])  # (V, D)
+    mu = encoder_means(art.encoder, ds.images[val_idx])  # (V, D)
     p_real = predict(net, ds.images[val_idx])
     p0 = predict(net, decode(art, mu))  # the classifier on the reconstructions
     y_val = ds.attributes[val_idx] > 0

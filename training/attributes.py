@@ -32,23 +32,13 @@ from typing import Any
 
 import torch
 
-from facegen_core.artifact import Artifact, add_file, load_artifact
+from facegen_core.artifact import add_file, load_artifact
 from facegen_core.attributes import ATTRIBUTES_FILE, AttributeDirections
 from facegen_core.latent import LatentPrior
-from facegen_core.preprocess import uint8_to_model
 from training.data import FaceDataset, load_faces, split_indices
+from training.export import encoder_means
 
 MIN_PER_CLASS = 20  # an attribute with fewer labelled faces on either side gets no direction
-
-
-@torch.inference_mode()
-def encoder_means(art: Artifact, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> μ (N, D) float32 from the artifact's encoder (eval mode, CPU)."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        mu, _ = art.encoder(uint8_to_model(images[i : i + batch_size]))
-        out.append(mu.float())
-    return torch.cat(out)
 
 
 def fit_normals(eps: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, iters: int = 200) -> torch.Tensor:
@@ -216,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             names, labels = found
     assert labels is not None
     train_idx, _ = split_indices(len(ds), val_fraction, seed)
-    mu = encoder_means(art, ds.images[train_idx])
+    mu = encoder_means(art.encoder, ds.images[train_idx])
     attrs, _ = compute_directions(
         mu, labels[train_idx], names, args.condition, args.min_correlation, args.max_cos
     )

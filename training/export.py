@@ -194,6 +194,20 @@ def recalibrate_bn(
 
 
 @torch.no_grad()
+def encoder_means(
+    encoder: Encoder, images: torch.Tensor, batch_size: int = 256, device: str = "cpu"
+) -> torch.Tensor:
+    """uint8 faces (N, C, H, W) -> the encoder's means μ (N, D), float32 on CPU, in batches on
+    ``device`` (the encoder must already be there, in eval mode)."""
+    return torch.cat(
+        [
+            encoder(uint8_to_model(images[i : i + batch_size].to(device)))[0].float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+@torch.no_grad()
 def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256, device: str = "cpu") -> LatentPrior:
     """The Gaussian of the encoder means of the training faces (see LatentPrior for why);
     N(0, I) when there are too few faces to fit a full covariance."""
@@ -201,14 +215,9 @@ def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256, device
     if train_u8.shape[0] <= encoder.latent_dim:
         print(f"warning: {train_u8.shape[0]} training faces cannot fit a latent prior; sampling N(0, I).")
         return LatentPrior()
-    mu = torch.cat(
-        [
-            encoder(uint8_to_model(train_u8[i : i + batch].to(device)))[0].cpu()
-            for i in range(0, len(train_u8), batch)
-        ]
-    )
+    mu = encoder_means(encoder, train_u8, batch, device)  # (N, D)
     encoder.to("cpu")
-    return LatentPrior.fit(mu)  # mu: (N, D)
+    return LatentPrior.fit(mu)
 
 
 def _split_images(

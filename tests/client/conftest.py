@@ -1,5 +1,5 @@
-"""A real `python -m service` on the tiny test artifact for the client's tests (the same
-artifact and limits as tests/service), and a Client on it."""
+"""The client's tests run against the same real `python -m service` on the tiny test artifact
+as tests/service (tests/conftest.py), and a Client on it."""
 
 from __future__ import annotations
 
@@ -9,25 +9,19 @@ from pathlib import Path
 import pytest
 
 from facegen_client import Client
-from tests.service.conftest import SERVICE_ENV
-from tests.service.live import LiveService, tiny_artifact
+from tests.service.live import LiveService
 
 
 @pytest.fixture(scope="session")
-def client_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("client_store")
-    tiny_artifact(store)
-    return store
+def client_store(tiny_store: Path) -> Path:
+    """The service tests' tiny store (tests/conftest.py)."""
+    return tiny_store
 
 
 @pytest.fixture(scope="session")
-def service(client_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    live = LiveService(client_store, tmp_path_factory.mktemp("client_service") / "service.log", SERVICE_ENV)
-    try:
-        live.wait_ready()
-        yield live
-    finally:
-        live.stop()
+def service(live: LiveService) -> LiveService:
+    """The service tests' server (tests/conftest.py): one process for both suites."""
+    return live
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from PIL import Image
 
 from facegen_client import AsyncClient, Client, errors
 from facegen_client._api import Call
-from tests.service.conftest import MAX_UPLOAD_BYTES
+from tests.conftest import MAX_UPLOAD_BYTES
 from tests.service.live import LiveService, png_pixels, png_text
 
 SIDE, LATENT_DIM = 32, 8  # ModelConfig.tiny()

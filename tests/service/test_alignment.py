@@ -27,7 +27,7 @@ from facegen_core import align
 from facegen_core.align import Face
 from service.errors import AlignmentUnavailableError, NoFaceFoundError
 from service.uploads import decode_upload, decode_upload_and_face, upload_crop
-from tests.service.conftest import SERVICE_ENV
+from tests.conftest import SERVICE_ENV
 from tests.service.live import LiveService, assert_problem, metric_value, png_pixels, tiny_artifact
 
 FACE_JPG = (Path(__file__).parent / "data" / "fairface_train_24.jpg").read_bytes()

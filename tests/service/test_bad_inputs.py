@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 from tests.service import corpus
-from tests.service.conftest import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 from tests.service.live import assert_problem
 
 UPLOAD_ROUTES = [

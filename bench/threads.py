@@ -21,6 +21,7 @@ from bench.profile import py_spy_path
 GROUPS = (
     ("MainThread", "event loop (HTTP, framework, batcher, JSON)"),
     ("facegen-model", "model thread (torch forward)"),
+    ("facegen-rows", "model thread (torch forward)"),  # the runner's row lanes
     ("AnyIO worker", "anyio workers (PNG encode, upload decode)"),
     ("asyncio", "asyncio default executor"),
 )

@@ -30,9 +30,10 @@ def main() -> None:
         torch.set_num_threads(settings.torch_threads)
         torch.set_num_interop_threads(1)
     tune_allocator()  # before the first large allocation (see service/memory.py)
-    protocol = guarded_protocol(settings.header_timeout_s, settings.max_connections)
+    protocol = guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.http_parser)
     logging.getLogger(__name__).info(
-        "At most %d open connections; request heads within %g s, body pieces within %g s.",
+        "%s: at most %d open connections; request heads within %g s, body pieces within %g s.",
+        protocol.__name__,
         protocol.max_connections,
         settings.header_timeout_s,
         settings.body_timeout_s,

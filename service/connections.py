@@ -16,6 +16,11 @@ Stock uvicorn never times out a connection that sends nothing, or half a request
 Protocol-level errors (malformed request line or headers, bad Content-Length or chunking) are
 answered ``400`` problem+json instead of uvicorn's ``text/plain``. Both raw responses are
 written to the transport directly: h11 allows no response before a request head.
+
+Both of uvicorn's HTTP/1.1 protocols get the same defences (``GuardedProtocol`` is a mixin):
+``httptools`` (llhttp, C) when it is installed, as it is by default, else the pure-Python
+``h11``. httptools parses a request in a fraction of h11's time (issue 17's profile: the HTTP
+server's share of the event loop; docs/bench.md), and ``FACEGEN_HTTP_PARSER`` picks one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ import resource
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional: h11 serves alone
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 from service.errors import PROBLEM_CONTENT_TYPE
 
@@ -77,8 +87,9 @@ def connection_limit(max_connections: int) -> int:
     return min(max_connections, fd_cap) if max_connections else fd_cap
 
 
-class GuardedH11Protocol(H11Protocol):
-    """H11Protocol plus the header timeout and the connection cap (see the module docstring).
+class GuardedProtocol(asyncio.Protocol):
+    """The header timeout and the connection cap (see the module docstring), mixed into one of
+    uvicorn's HTTP/1.1 protocols (``GuardedH11Protocol``, ``GuardedHttpToolsProtocol``).
 
     Configured per server by ``guarded_protocol``, which sets the class attributes below.
     """
@@ -86,9 +97,15 @@ class GuardedH11Protocol(H11Protocol):
     header_timeout_s: ClassVar[float] = 10.0
     max_connections: ClassVar[int] = 1024
     # Every open connection, oldest first (dicts keep insertion order), for eviction.
-    open_connections: ClassVar[dict[GuardedH11Protocol, None]] = {}
+    open_connections: ClassVar[dict[GuardedProtocol, None]] = {}
+    # What the protocol class beside this mixin provides:
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    logger: Any
+    client: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
         self._partial = False  # bytes of a request head received, but not all of it
@@ -112,8 +129,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
-        super().on_response_complete()
-        if self.cycle is cycle and not self.transport.is_closing():  # no pipelined request started
+        super().on_response_complete()  # type: ignore[misc]
+        # No pipelined request started: h11 makes a new cycle for one; httptools made it when
+        # its head arrived and starts it from ``pipeline`` now.
+        if self.cycle is cycle and not getattr(self, "pipeline", None) and not self.transport.is_closing():
             self._partial = False
             self._arm()
 
@@ -155,11 +174,28 @@ class GuardedH11Protocol(H11Protocol):
         victim.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
-    """A GuardedH11Protocol subclass for one server (pass it to uvicorn as ``http=``)."""
+class GuardedH11Protocol(GuardedProtocol, H11Protocol):
+    """uvicorn's h11 protocol (pure Python), guarded."""
+
+
+if HttpToolsProtocol is not None:
+
+    class GuardedHttpToolsProtocol(GuardedProtocol, HttpToolsProtocol):
+        """uvicorn's httptools protocol (llhttp), guarded."""
+
+
+def guarded_protocol(
+    header_timeout_s: float, max_connections: int, parser: str = "auto"
+) -> type[GuardedProtocol]:
+    """A guarded protocol class for one server (pass it to uvicorn as ``http=``): httptools
+    for ``parser`` "httptools", or "auto" when it is installed; else h11."""
+    if parser == "httptools" and HttpToolsProtocol is None:
+        raise RuntimeError("FACEGEN_HTTP_PARSER=httptools, but httptools is not installed.")
+    use_httptools = parser == "httptools" or (parser == "auto" and HttpToolsProtocol is not None)
+    base: type[GuardedProtocol] = GuardedHttpToolsProtocol if use_httptools else GuardedH11Protocol
     attrs: dict[str, Any] = {
         "header_timeout_s": header_timeout_s,
         "max_connections": connection_limit(max_connections),
         "open_connections": {},
     }
-    return type("FacegenH11Protocol", (GuardedH11Protocol,), attrs)
+    return type(f"Facegen{base.__name__.removeprefix('Guarded')}", (base,), attrs)

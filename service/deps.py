@@ -37,30 +37,45 @@ class Services:
         return self.models.current.batcher
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
+# dependency in the thread pool, which cost every request three thread hand-offs (each a
+# queue put, a worker wake-up and a future resolved back on the loop) for attribute reads
+# (py-spy, generate n=1 at concurrency 64: the pool's hand-off was the event loop's largest
+# share). See docs/bench.md, "Where the time goes".
+
+
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
-
-
-def get_ctx(request: Request) -> RequestContext:
+def ctx_of(request: Request) -> RequestContext:
     ctx: RequestContext = request.state.ctx
     return ctx
 
 
-def get_model(request: Request) -> Model:
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
+
+
+async def get_ctx(request: Request) -> RequestContext:
+    return ctx_of(request)
+
+
+async def get_model(request: Request) -> Model:
     """The current model version, bound to this request for its whole life (a swap meanwhile
     does not change it); 503 (problem+json) until /readyz is 200."""
-    served = get_services(request).models.current  # read once: the request keeps this version
+    served = services_of(request).models.current  # read once: the request keeps this version
     runner = served.runner
     if not runner.ready or runner.info is None:
         raise NotReadyError(
             f"{runner.reason} Retry when GET /readyz answers 200.", headers={"Retry-After": "5"}
         )
-    ctx = get_ctx(request)
+    ctx = ctx_of(request)
     ctx.model_version = served.label  # X-Model-Version, and the model_version metrics label
     return Model(runner.info, served.batcher, ctx, request.is_disconnected, runner.fingerprint)
 

@@ -24,6 +24,17 @@ the batcher still packs requests into one model call, run as 1-row passes. On CU
 defaults to max_batch_size (padding is nearly free on a GPU). Determinism holds for one
 server configuration (device, precision, threads, chunk_rows, cuda_graphs), not across them.
 
+Row threads (CPU). Two torch threads on one 1-row pass are poor value: on the 2-core
+development machine the faces64 decoder took 14.9 ms a row on 2 threads but 23 ms of CPU,
+while two threads of one torch thread each, one pass apiece, decoded 90 rows/s against 67
+(``FACEGEN_ROW_THREADS``, docs/bench.md). So a model call of several passes runs them on
+``row_threads`` lane threads of one torch thread each; a lone pass (one request at low load)
+keeps every torch thread, for its latency. The passes are the same fixed-shape passes, and
+with this model a pass's floats did not depend on the number of torch threads (0 of 256
+decoded and 256 encoded rows differed between 1 and 2 threads); because that is a property
+of the kernels, not a promise, warm-up checks it on this machine and turns the lanes off,
+with a warning, if any float differs.
+
 CUDA graphs. Because every pass has one shape and layout, on CUDA each of decode and encode
 is captured once as a CUDA graph during warm-up (``FACEGEN_CUDA_GRAPHS``, default on) and
 replayed for every pass: the rows are copied into the graph's static input, the kernels
@@ -93,6 +104,8 @@ class ModelRunner:
         self.chunk_rows = 1
         self.cuda_graphs = False  # True once decode and encode replay captured CUDA graphs
         self._graphs: dict[str, _GraphedPass] = {}
+        self.row_threads = 1  # lane threads for a call of several passes (CPU; see the module docstring)
+        self._lanes: ThreadPoolExecutor | None = None
         self._artifact: Artifact | None = None
         self._lock = threading.Lock()
 
@@ -122,6 +135,7 @@ class ModelRunner:
                 torch.set_num_threads(s.torch_threads)
             self.device = resolve_device(s.device)
             self.chunk_rows = s.effective_chunk_rows(self.device.type)
+            self.row_threads = s.effective_row_threads(self.device.type, torch.get_num_threads())
             store = ModelStore(s.model_store)
             name = self.name or store.default_name()
             path = store.resolve(name, self.version)
@@ -165,7 +179,7 @@ class ModelRunner:
         runs its batches between them instead of waiting for the whole warm-up."""
         s, info = self.settings, self.info
         assert info is not None
-        steps: list[Callable[[], None]] = [self._capture_graphs]
+        steps: list[Callable[[], None]] = [self._capture_graphs, self._start_lanes]
         # Every pass has chunk_rows rows, so a warm-up batch of b rows is ceil(b / chunk_rows)
         # identical passes: cut into slices of a few passes, it warms the same kernels.
         slice_rows = WARMUP_SLICE_PASSES * self.chunk_rows
@@ -183,12 +197,13 @@ class ModelRunner:
         self.fingerprint = _fingerprint(self.info.sha256, str(self.device), self.settings, self.chunk_rows)
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
-            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, cuda_graphs=%s).",
+            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, row_threads=%d, cuda_graphs=%s).",
             self.info.name,
             self.info.version,
             time.perf_counter() - started,
             self.chunk_rows,
             torch.get_num_threads(),
+            self.row_threads,
             self.cuda_graphs,
         )
 
@@ -196,11 +211,13 @@ class ModelRunner:
         self.state = "failed"
         self.reason = f"The model could not be loaded: {exc}"
         self._artifact, self._graphs = None, {}
+        self._stop_lanes()
         log.error("%s", self.reason, exc_info=not _expected(exc))
 
     def release(self) -> None:
         """Drop the weights (a retired version); later calls fail as before a load."""
         self._artifact, self._graphs = None, {}
+        self._stop_lanes()
         if self.state == "ready":
             self.state, self.reason = "retired", "This model version was replaced by another."
 
@@ -268,6 +285,48 @@ class ModelRunner:
         self._graphs, self.cuda_graphs = graphs, True
         log.info("Captured CUDA graphs for decode and encode passes of %d rows.", c)
 
+    def _start_lanes(self) -> None:
+        """Start the row lanes, then check that they compute what the model thread computes,
+        bit for bit, for decode and encode; on any difference, run without them."""
+        self._stop_lanes()
+        if self.row_threads < 2:
+            return
+        self._lanes = ThreadPoolExecutor(
+            self.row_threads,
+            thread_name_prefix="facegen-rows",
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        )
+        art, info = self._require(), self.info
+        assert info is not None
+        g = torch.Generator().manual_seed(0)
+        rows = 2 * self.row_threads * self.chunk_rows
+        probes: dict[str, tuple[Pass, torch.Tensor]] = {
+            "decode": (art.decoder, torch.randn((rows, info.latent_dim), generator=g)),
+            "encode": (
+                self._encode_pass,
+                torch.rand((rows, info.channels, info.image_size, info.image_size), generator=g) * 2 - 1,
+            ),
+        }
+        with self._lock, torch.inference_mode():
+            for name, (fn, x) in probes.items():
+                laned, alone = self._chunked(fn, x), self._chunked(fn, x, lanes=False)
+                if not torch.equal(laned, alone):
+                    log.warning(
+                        "Row threads change the %s pass's floats on this machine (max |diff| %.3g); "
+                        "running every pass on the model thread (FACEGEN_ROW_THREADS=1).",
+                        name,
+                        (laned - alone).abs().max().item(),
+                    )
+                    self._stop_lanes()
+                    self.row_threads = 1
+                    return
+
+    def _stop_lanes(self) -> None:
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=False, cancel_futures=True)
+            self._lanes = None
+
     def _capture_autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast of decode/encode, with its weight-cast cache off: a cast cached
         during capture would live in memory the graph does not own (torch's CUDA graph docs).
@@ -280,9 +339,10 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ batch functions
 
-    def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """fn over x in passes of exactly chunk_rows rows (see the module docstring)."""
-        c, outs = self.chunk_rows, []
+    def _chunked(self, fn: Pass, x: torch.Tensor, lanes: bool = True) -> torch.Tensor:
+        """fn over x in passes of exactly chunk_rows rows (see the module docstring), on the
+        row lanes when there are several passes and ``lanes``, else on this thread."""
+        c, parts, kept = self.chunk_rows, [], []
         for i in range(0, x.shape[0], c):
             part = x[i : i + c]
             k = part.shape[0]
@@ -290,8 +350,20 @@ class ModelRunner:
                 part = torch.cat([part, part.new_zeros((c - k, *part.shape[1:]))])
             # Same shape *and* memory layout every pass: a channels-last view and a contiguous
             # tensor take different conv kernels, with different rounding.
-            outs.append(fn(part.contiguous())[:k])
-        return torch.cat(outs)
+            parts.append(part.contiguous())
+            kept.append(k)
+        if lanes and self._lanes is not None and len(parts) > 1:
+            n = min(self.row_threads, len(parts))
+            done = list(
+                self._lanes.map(
+                    partial(_run_passes, fn, self.device, self.settings.precision),
+                    [parts[j::n] for j in range(n)],
+                )
+            )
+            outs: list[torch.Tensor] = [done[j % n][j // n] for j in range(len(parts))]
+        else:
+            outs = [fn(part) for part in parts]
+        return torch.cat([out[:k] for out, k in zip(outs, kept, strict=True)])
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """float32 (B, latent_dim) -> uint8 (B, H, W, C). Runs on the model thread."""
@@ -327,8 +399,17 @@ class ModelRunner:
         return float(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0.0
 
     def shutdown(self) -> None:
+        self._stop_lanes()
         if self._owns_executor:
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_passes(
+    fn: Pass, device: torch.device, precision: str, parts: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """One lane's passes. Inference mode and autocast are per thread: set them here as well."""
+    with torch.inference_mode(), autocast(device, precision):
+        return [fn(part) for part in parts]
 
 
 def _fingerprint(weights_sha256: str, device: str, s: Settings, chunk_rows: int) -> str:

@@ -68,6 +68,20 @@ class Settings(BaseSettings):
             "0: 1 on CPU (measured fastest there for these convnets), max_batch_size on CUDA."
         ),
     )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="HTTP/1.1 parser: httptools (C) when installed (auto), or h11 (pure Python).",
+    )
+    row_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description=(
+            "CPU only: a model call of several passes runs them on this many threads of one torch "
+            "thread each (a lone pass keeps every torch thread). 0: torch's thread count; 1: off. "
+            "Outputs are bit-identical either way; warm-up checks it and turns this off if not."
+        ),
+    )
     cuda_graphs: bool = Field(
         default=True,
         description=(
@@ -162,6 +176,11 @@ class Settings(BaseSettings):
     @property
     def max_delay_s(self) -> float:
         return self.max_delay_ms / 1000.0
+
+    def effective_row_threads(self, device_type: str, torch_threads: int) -> int:
+        if device_type != "cpu":
+            return 1
+        return self.row_threads or max(1, torch_threads)
 
     def effective_chunk_rows(self, device_type: str) -> int:
         if self.chunk_rows:

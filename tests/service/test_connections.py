@@ -75,11 +75,16 @@ def read_all(s: socket.socket) -> bytes:
     return out
 
 
-def test_stalled_heads_are_timed_out_and_bad_http_is_problem_json(tiny_store: Path, tmp_path: Path) -> None:
-    env = {"FACEGEN_HEADER_TIMEOUT_S": "1", "FACEGEN_BODY_TIMEOUT_S": "1"}
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_stalled_heads_are_timed_out_and_bad_http_is_problem_json(
+    tiny_store: Path, tmp_path: Path, parser: str
+) -> None:
+    """Both HTTP/1.1 parsers get the same defences (service/connections.py)."""
+    env = {"FACEGEN_HEADER_TIMEOUT_S": "1", "FACEGEN_BODY_TIMEOUT_S": "1", "FACEGEN_HTTP_PARSER": parser}
     live = LiveService(tiny_store, tmp_path / "service.log", env)
     try:
         live.wait_listening()
+        assert f"Facegen{'HttpTools' if parser == 'httptools' else 'H11'}Protocol" in live.log()
         silent, partial = stall(live.url, 2)
         with silent, partial:
             for s in (silent, partial):
@@ -106,6 +111,18 @@ def test_stalled_heads_are_timed_out_and_bad_http_is_problem_json(tiny_store: Pa
                 reply = read_all(s)
             assert reply.startswith(b"HTTP/1.1 400 "), (raw, reply)
             assert b"application/problem+json" in reply and b'"/problems/bad-request"' in reply, reply
+        # Two pipelined requests on one connection: both answered, in order, and the header
+        # timer (1 s here) is not armed while the second one runs.
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            s.sendall(get + get.replace(b"GET", b"HEAD"))
+            s.settimeout(60)
+            reply = b""
+            while reply.count(b"HTTP/1.1 200 ") < 2:
+                chunk = s.recv(65536)
+                assert chunk, reply
+                reply += chunk
+        assert reply.count(b"HTTP/1.1 200 ") == 2 and b"408" not in reply, reply
         assert httpx.get(live.url + "/healthz", timeout=30).status_code == 200
     finally:
         live.stop()

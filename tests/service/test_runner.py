@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from facegen_core.latent import noise_for_seeds
+from service import runner as runner_mod
 from service.runner import ModelRunner
 from service.settings import Settings
 from tests.service.live import tiny_artifact
@@ -150,3 +153,42 @@ def test_the_cuda_graphs_setting_is_harmless_on_cpu(
     np.testing.assert_array_equal(faces, off.decode(z))
     np.testing.assert_array_equal(faces, runner.decode(z))
     np.testing.assert_array_equal(on.encode(faces), off.encode(faces))
+
+
+def test_row_threads_compute_the_same_bits_as_the_model_thread(store: Path, runner: ModelRunner) -> None:
+    """A call of several passes runs them on lane threads of one torch thread each; the floats
+    must be those of the same passes on the model thread (checked at warm-up, and here)."""
+    laned = runner_for(store, chunk_rows=8, row_threads=2)
+    assert laned.ready and laned.row_threads == 2 and laned._lanes is not None
+    z = noise_for_seeds(77, 37, 8).numpy()  # 5 passes of 8 rows (the last one padded)
+    np.testing.assert_array_equal(laned.decode(z), runner.decode(z))
+    assert any(t.name.startswith("facegen-rows") for t in threading.enumerate())
+    images = np.random.default_rng(3).integers(0, 256, (19, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(laned.encode(images), runner.encode(images))
+    assert laned._lanes is not None
+    assert runner_for(store, row_threads=1)._lanes is None
+    laned.shutdown()
+
+
+def test_row_threads_turn_off_when_they_would_change_the_floats(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a lane's pass differs from the model thread's by one rounding, warm-up says so and
+    serves without lanes: the determinism promise outranks the speed."""
+    real = runner_mod._run_passes
+
+    def off_by_a_rounding(*args: Any) -> list[torch.Tensor]:
+        return [out + 1e-6 for out in real(*args)]
+
+    monkeypatch.setattr(runner_mod, "_run_passes", off_by_a_rounding)
+    r = runner_for(store, row_threads=2)
+    assert r.ready and r.row_threads == 1 and r._lanes is None
+    z = noise_for_seeds(5, 4, 8).numpy()
+    np.testing.assert_array_equal(r.decode(z), np.concatenate([r.decode(z[i : i + 1]) for i in range(4)]))
+
+
+def test_row_threads_setting() -> None:
+    assert Settings().effective_row_threads("cpu", 2) == 2
+    assert Settings(row_threads=3).effective_row_threads("cpu", 2) == 3
+    assert Settings(row_threads=3).effective_row_threads("cuda", 2) == 1
+    assert Settings().effective_row_threads("cpu", 1) == 1

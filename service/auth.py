@@ -258,6 +258,9 @@ class AuthMiddleware:
         ctx = state.get("ctx")
         if ctx is not None:
             ctx.key_id = state["key_id"]
+        if error is None and not self.enabled:  # nothing to count or log: no wrapper
+            await self.app(scope, receive, send)
+            return
         status = 500
 
         async def send_counted(message: Message) -> None:

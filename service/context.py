@@ -109,7 +109,8 @@ class ServiceMiddleware:
             if body_done:  # afterwards receive() only waits for the client to hang up
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # unlike wait_for, no task per call
+                    message = await receive()
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"No part of the request body arrived for {self.body_timeout_s:g} s "

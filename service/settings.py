@@ -36,7 +36,13 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Most rows in one model call.")
     max_delay_ms: float = Field(
-        default=5.0, ge=0.0, le=10_000.0, description="Longest a row waits for its batch to fill."
+        default=0.0,
+        ge=0.0,
+        le=10_000.0,
+        description=(
+            "Longest a row waits for its batch to fill. 0: a batch is what queued while the "
+            "model was busy, so a request at low load waits for nothing (docs/bench.md)."
+        ),
     )
     max_queue_rows: int = Field(
         default=1024, ge=1, description="Rows waiting for the model before requests get 503 + Retry-After."

@@ -18,6 +18,7 @@ import torch
 from facegen_core.device import autocast
 from facegen_core.networks import Decoder
 from facegen_core.preprocess import model_to_uint8
+from service.runner import lane_pool, run_passes
 
 PngEncoder = Callable[[np.ndarray, int], bytes]  # (H, W, C) uint8, seed -> PNG bytes
 
@@ -64,27 +65,29 @@ class RawBench:
     """Times decode + uint8 + PNG per batch; ``run`` may be called again to add rounds."""
 
     def __init__(
-        self, decoder: Decoder, latent_dim: int, device: torch.device, precision: str, encode: PngEncoder
+        self,
+        decoder: Decoder,
+        latent_dim: int,
+        device: torch.device,
+        precision: str,
+        encode: PngEncoder,
+        row_threads: int = 1,
     ) -> None:
         self.decoder, self.latent_dim, self.device = decoder, latent_dim, device
         self.precision, self.encode = precision, encode
+        # The service's row lanes (service/runner.py), for batches run in passes as it runs them.
+        self.row_threads = row_threads
+        self.lanes = lane_pool(row_threads) if row_threads > 1 else None
         # (batch, rows per forward pass) -> [(forward s, png s)] per batch
         self.times: dict[tuple[int, int], list[tuple[float, float]]] = {}
 
     def _forward(self, z: torch.Tensor, chunk: int) -> torch.Tensor:
-        """The decoder over z in passes of ``chunk`` rows, the last padded with zeros, as the
-        service runs it (service/runner.py: fixed-shape passes make a face's pixels independent
-        of what it was batched with)."""
+        """The decoder over z in passes of ``chunk`` rows, the last padded with zeros, on the
+        row lanes, exactly as the service runs it (``service.runner.run_passes``: fixed-shape
+        passes make a face's pixels independent of what it was batched with)."""
         if chunk >= z.shape[0]:
             return self.decoder(z)
-        outs = []
-        for i in range(0, z.shape[0], chunk):
-            part = z[i : i + chunk]
-            k = part.shape[0]
-            if k < chunk:
-                part = torch.cat([part, part.new_zeros((chunk - k, *part.shape[1:]))])
-            outs.append(self.decoder(part.contiguous())[:k])
-        return torch.cat(outs)
+        return run_passes(self.decoder, z, chunk, self.lanes, self.row_threads, self.device, self.precision)
 
     def _batch(self, z: torch.Tensor, chunk: int) -> tuple[float, float]:
         t = time.perf_counter()

@@ -157,6 +157,15 @@ def chunk_rows(args: argparse.Namespace, device_type: str) -> int:
     return rule.effective_chunk_rows(device_type)
 
 
+def row_threads(args: argparse.Namespace, device_type: str) -> int:
+    """The row lanes the servers will run (FACEGEN_ROW_THREADS from --server-env, else the
+    service's rule), so the ceiling computes a batch as they do."""
+    from service.settings import Settings
+
+    value = dict(kv.partition("=")[::2] for kv in args.server_env).get("FACEGEN_ROW_THREADS", "0")
+    return Settings(row_threads=int(value)).effective_row_threads(device_type, torch.get_num_threads())
+
+
 def server_env(
     args: argparse.Namespace, store: Path, name: str, version: int, max_batch: int, chunk: int
 ) -> dict[str, str]:
@@ -309,8 +318,9 @@ def run(args: argparse.Namespace) -> Report:
         cfg, decoder = artifact.config, artifact.decoder
         encode, png_desc = png_encoder(model.name, model.version, args.png_compress_level)
         print("(a) ceiling: raw decoder + PNG ...", file=sys.stderr, flush=True)
-        raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode)
         chunk = chunk_rows(args, device.type)
+        lanes = row_threads(args, device.type)
+        raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode, lanes)
         ceiling = measure_ceiling(raw, args.max_batch_size, chunk, mode.ceiling_s, mode.ceiling_rounds)
         with torch.inference_mode():
             face = model_to_uint8(decoder(noise_for_seed(0, cfg.latent_dim)[None].to(device)))
@@ -332,6 +342,7 @@ def run(args: argparse.Namespace) -> Report:
                 "cpu_count": os.cpu_count(),
                 "load_average_at_start": list(os.getloadavg()),
                 "torch_threads": args.torch_threads,
+                "row_threads": lanes,
                 # OpenMP's wait policy changes CPU results several-fold on a busy machine
                 # (docs/bench.md); the servers inherit this process's environment.
                 "openmp_env": {

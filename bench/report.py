@@ -212,7 +212,8 @@ def render(report: Report) -> str:
             f"  {raw.batch_size:>5} {raw.rows_per_pass:>9} {raw.images_per_s:>8.1f} {raw.batch_p50_ms:>9.1f} "
             f"{raw.forward_ms_per_image:>10.2f} {raw.png_ms_per_image:>10.2f}"
             + (
-                "   <- as the service runs a full batch (FACEGEN_CHUNK_ROWS)"
+                f"   <- as the service runs a full batch (FACEGEN_CHUNK_ROWS, "
+                f"{m.get('row_threads', 1)} row threads)"
                 if key == "batch_max_chunked"
                 else ""
             )

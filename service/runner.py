@@ -291,12 +291,7 @@ class ModelRunner:
         self._stop_lanes()
         if self.row_threads < 2:
             return
-        self._lanes = ThreadPoolExecutor(
-            self.row_threads,
-            thread_name_prefix="facegen-rows",
-            initializer=torch.set_num_threads,
-            initargs=(1,),
-        )
+        self._lanes = lane_pool(self.row_threads)
         art, info = self._require(), self.info
         assert info is not None
         g = torch.Generator().manual_seed(0)
@@ -342,28 +337,10 @@ class ModelRunner:
     def _chunked(self, fn: Pass, x: torch.Tensor, lanes: bool = True) -> torch.Tensor:
         """fn over x in passes of exactly chunk_rows rows (see the module docstring), on the
         row lanes when there are several passes and ``lanes``, else on this thread."""
-        c, parts, kept = self.chunk_rows, [], []
-        for i in range(0, x.shape[0], c):
-            part = x[i : i + c]
-            k = part.shape[0]
-            if k < c:
-                part = torch.cat([part, part.new_zeros((c - k, *part.shape[1:]))])
-            # Same shape *and* memory layout every pass: a channels-last view and a contiguous
-            # tensor take different conv kernels, with different rounding.
-            parts.append(part.contiguous())
-            kept.append(k)
-        if lanes and self._lanes is not None and len(parts) > 1:
-            n = min(self.row_threads, len(parts))
-            done = list(
-                self._lanes.map(
-                    partial(_run_passes, fn, self.device, self.settings.precision),
-                    [parts[j::n] for j in range(n)],
-                )
-            )
-            outs: list[torch.Tensor] = [done[j % n][j // n] for j in range(len(parts))]
-        else:
-            outs = [fn(part) for part in parts]
-        return torch.cat([out[:k] for out, k in zip(outs, kept, strict=True)])
+        pool = self._lanes if lanes else None
+        return run_passes(
+            fn, x, self.chunk_rows, pool, self.row_threads, self.device, self.settings.precision
+        )
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """float32 (B, latent_dim) -> uint8 (B, H, W, C). Runs on the model thread."""
@@ -402,6 +379,45 @@ class ModelRunner:
         self._stop_lanes()
         if self._owns_executor:
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def lane_pool(n: int) -> ThreadPoolExecutor:
+    """``n`` row lanes: threads that run torch ops on one torch thread each."""
+    return ThreadPoolExecutor(
+        n, thread_name_prefix="facegen-rows", initializer=torch.set_num_threads, initargs=(1,)
+    )
+
+
+def run_passes(
+    fn: Pass,
+    x: torch.Tensor,
+    chunk_rows: int,
+    lanes: ThreadPoolExecutor | None = None,
+    n_lanes: int = 1,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """``fn`` over x (B, ...) in passes of exactly ``chunk_rows`` NCHW-contiguous rows, the last
+    padded with zeros (the determinism note); with ``lanes`` and several passes, the passes are
+    dealt round-robin to ``n_lanes`` lane threads. Also the bench's ceiling (bench/ceiling.py)."""
+    c, parts, kept = chunk_rows, [], []
+    for i in range(0, x.shape[0], c):
+        part = x[i : i + c]
+        k = part.shape[0]
+        if k < c:
+            part = torch.cat([part, part.new_zeros((c - k, *part.shape[1:]))])
+        # Same shape *and* memory layout every pass: a channels-last view and a contiguous
+        # tensor take different conv kernels, with different rounding.
+        parts.append(part.contiguous())
+        kept.append(k)
+    if lanes is not None and len(parts) > 1:
+        n = min(n_lanes, len(parts))
+        job = partial(_run_passes, fn, device or x.device, precision)
+        done = list(lanes.map(job, [parts[j::n] for j in range(n)]))
+        outs = [done[j % n][j // n] for j in range(len(parts))]  # back in row order
+    else:
+        outs = [fn(part) for part in parts]
+    return torch.cat([out[:k] for out, k in zip(outs, kept, strict=True)])
 
 
 def _run_passes(

@@ -1,26 +1,32 @@
 """Session fixtures shared by the service and client tests: a tiny seeded artifact in a temp
-store, and one real server (`python -m service`) on it, started once for the whole session."""
+store; the app on it in this process (``app_client``: validation, formats, errors); and one
+real server (``python -m service``) on it (``live``), each started once for the whole session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from tests.service.inproc import in_process
 from tests.service.live import LiveService, tiny_artifact
 
 # Small limits so the 413 cases need kilobytes, not the production megabytes.
 MAX_UPLOAD_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
-SERVICE_ENV = {
-    "FACEGEN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-    "FACEGEN_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-    "FACEGEN_MAX_DELAY_MS": "20",
+SERVICE_SETTINGS: dict[str, Any] = {
+    "max_upload_bytes": MAX_UPLOAD_BYTES,
+    "max_request_bytes": MAX_REQUEST_BYTES,
+    "max_delay_ms": 20,
     # Passes of 4 rows, padded: batch-independence of pixels is then a property to test, not
     # true by construction as with the CPU default of 1 row per pass.
-    "FACEGEN_CHUNK_ROWS": "4",
+    "chunk_rows": 4,
 }
+# The same settings as a process's environment.
+SERVICE_ENV = {f"FACEGEN_{name.upper()}": str(value) for name, value in SERVICE_SETTINGS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +34,14 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("model_store")
     tiny_artifact(store)
     return store
+
+
+@pytest.fixture(scope="session")
+def app_client(tiny_store: Path) -> Iterator[httpx.Client]:
+    """``create_app`` on the tiny store in this process (tests/service/inproc.py), ready, and a
+    sync httpx.Client on it; the same settings as ``live``."""
+    with in_process(tiny_store, **SERVICE_SETTINGS) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -20,6 +19,8 @@ from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
 from service.inference import Model
+from service.latents import path as latent_path
+from service.latents import seed_latents
 from service.schemas import (
     EXAMPLE_LATENT,
     MAX_SEED,
@@ -193,7 +194,8 @@ async def _end_latents(
     ctx: Ctx,
     settings: SettingsDep,
     align: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two ends' latents, float32 (D,) each."""
     info, out = model.info, []
     photos = [i for i, e in enumerate(ends) if isinstance(e, FormFile)]
     mus: dict[int, np.ndarray] = {}
@@ -208,12 +210,12 @@ async def _end_latents(
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
         if isinstance(end, SeedEnd):
-            out.append(info.prior.latents_for_seeds(end.seed, 1, info.latent_dim, opts.temperature)[0])
+            out.append(seed_latents(info, end.seed, 1, opts.temperature)[0])
         elif isinstance(end, LatentEnd):
             check_latent(end.latent, info.latent_dim, f"{side}.latent")
-            out.append(torch.tensor(end.latent, dtype=torch.float32))
+            out.append(np.asarray(end.latent, np.float32))
         else:
-            out.append(torch.from_numpy(np.asarray(mus[i], np.float32)))
+            out.append(np.asarray(mus[i], np.float32))
     return out[0], out[1]
 
 
@@ -267,8 +269,7 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
             "/interpolate takes application/json or multipart/form-data, not "
             f"{ctype or 'a body without Content-Type'}."
         )
-    # Through the prior's ε-space, where slerp's constant-norm path is the right one.
-    path = model.info.prior.path(a, b, opts.steps, opts.method).numpy().astype(np.float32)  # (steps, D)
+    path = latent_path(model.info, a, b, opts.steps, opts.method)  # (steps, D), via the prior's ε-space
     frames = await model.decode(path)  # (steps, S, S, C)
     info, level = model.info, settings.png_compress_level
     extra = {

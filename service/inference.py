@@ -14,9 +14,7 @@ import numpy as np
 
 from service.batcher import Batcher
 from service.context import RequestContext
-from service.model_info import ModelInfo
-
-ENCODE, DECODE = "encode", "decode"
+from service.model_info import DECODE, ENCODE, ModelInfo
 
 
 @dataclass

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from service.api.routes import ROUTERS
 from service.api.routes.pages import mount_static
 from service.auth import AuthMiddleware, KeyRing, add_security, is_admin_path
-from service.context import ServiceMiddleware
 from service.deps import Services
 from service.metrics import Metrics
+from service.middleware import ServiceMiddleware
 from service.openapi import build_openapi
 from service.problems import install as install_problem_handlers
 from service.settings import MAX_ROWS_PER_REQUEST, Settings

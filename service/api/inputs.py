@@ -17,9 +17,9 @@ from fastapi import UploadFile as UploadedFile
 from starlette.datastructures import FormData, UploadFile
 
 from facegen_core.align import Face
-from service.context import RequestContext
 from service.errors import InvalidFieldError
 from service.memory import RELEASE_AFTER_BYTES, DecodeBudget, release_memory
+from service.middleware import RequestContext
 from service.model_info import ModelInfo
 from service.schemas import FormBool
 from service.settings import MAX_ROWS_PER_REQUEST, Settings

@@ -18,8 +18,8 @@ from service.api.routes.interpolate import _form_align, _invalid
 from service.deps import ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
-from service.inference import Model
 from service.latents import apply_edit, check_attributes, seed_latents, sweep
+from service.model_handle import Model
 from service.schemas import EditRequest, EditResponse, Sweep
 
 router = APIRouter(tags=["faces"])

@@ -18,9 +18,9 @@ from service.api.responses import CACHEABLE_IMAGE_RESPONSES, UPLOAD_ERROR_RESPON
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
-from service.inference import Model
 from service.latents import path as latent_path
 from service.latents import seed_latents
+from service.model_handle import Model
 from service.schemas import (
     EXAMPLE_LATENT,
     MAX_SEED,

@@ -12,6 +12,8 @@ FastAPI's schema is post-processed here:
 * **Attribute names are the served model's**: every ``attributes`` object may only hold the
   model's attribute names (``propertyNames``; none for a model without directions), a sweep
   only names one of them (no sweep for such a model), and the /edit examples use them.
+* **Multipart forms a route reads itself** (/interpolate) get their schema from a pydantic
+  model (``form_schema``): the same field definitions as the JSON body, so the two cannot drift.
 * **Multipart bodies are closed**: ``additionalProperties: false`` (unknown fields are 422), the
   upload list has ``minItems: 1`` and ``maxItems: 64`` of non-empty files, and optional fields
   are their type, not "or null" (a form cannot send null).
@@ -23,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, EditRequest, InterpolateRequest
@@ -63,6 +66,22 @@ def _exact(bound: float) -> int:
     """The integer a float bound stands for (every bound of this API is a float exactly,
     MAX_SEED included)."""
     return int(bound)
+
+
+def form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The multipart/form-data schema of a form described by a pydantic ``model``: its JSON
+    schema, each optional field as its type alone (a form sends a field or not; there is no
+    null), without pydantic's titles."""
+    schema = model.model_json_schema(mode="validation")
+    schema.pop("title", None)
+    for field in schema["properties"].values():
+        field.pop("title", None)
+        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
+        if options:
+            assert len(options) == 1, field
+            field.pop("default", None)  # None: not sent
+            field.update({**options[0], **field})  # the field's own description wins
+    return schema
 
 
 def _close_multipart(schemas: dict[str, Any]) -> None:
@@ -125,8 +144,9 @@ def _attribute_names(schemas: dict[str, Any], names: list[str]) -> None:
 def build_openapi(
     app: FastAPI, latent_dim: int | None, attributes: list[str] | None = None
 ) -> dict[str, Any]:
-    """FastAPI's schema plus the JSON body of /interpolate (declared by hand: that route also
-    takes multipart, so FastAPI cannot infer it), post-processed as the module docstring says."""
+    """FastAPI's schema plus the JSON bodies of /interpolate and /edit (those routes also take
+    multipart and read their bodies themselves, so FastAPI cannot infer them; their
+    ``openapi_extra`` refers to these components), post-processed as the module docstring says."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, defs = models_json_schema(
         [(InterpolateRequest, "validation"), (EditRequest, "validation")],

@@ -12,9 +12,8 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
-from service.api.inputs import check_latent, read_images
+from service.api.inputs import check_latent, form_align, invalid, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.interpolate import _form_align, _invalid
 from service.deps import ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
@@ -81,14 +80,14 @@ def _parse_form(form: FormData) -> tuple[EditRequest, FormFile]:
         # Lax here (form text): JSON numbers already have their types; the schema still checks them.
         return EditRequest.model_validate(body), image
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
 
 
 def _parse_json(raw: bytes) -> EditRequest:
     try:
         body = EditRequest.model_validate_json(raw)
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
     if (body.seed is None) == (body.latent is None):
         raise InvalidFieldError(
             "Send exactly one of 'seed' (an integer) or 'latent' (latent_dim numbers) to edit.", field="seed"
@@ -141,7 +140,7 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
         ) as form:
             body, image = _parse_form(form)
             _check(model, body)
-            crops, _ = await read_images([image], "image", settings, info, ctx, _form_align(form))
+            crops, _ = await read_images([image], "image", settings, info, ctx, form_align(form))
         mu, _ = await model.encode(crops)  # (1, D)
         z, seed = np.asarray(mu[0], np.float32), None
     elif ctype == "application/json" or ctype.endswith("+json"):

@@ -47,9 +47,6 @@ def app_client(tiny_store: Path) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def live(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The real server (`python -m service`), ready; killed at the end of the session."""
-    service = LiveService(tiny_store, tmp_path_factory.mktemp("service") / "service.log", SERVICE_ENV)
-    try:
+    with LiveService(tiny_store, tmp_path_factory.mktemp("service") / "service.log", SERVICE_ENV) as service:
         service.wait_ready()
         yield service
-    finally:
-        service.stop()

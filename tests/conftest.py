@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.inproc import in_process
+from tests.service.inproc import InProcessService, settings_for
 from tests.service.live import LiveService, tiny_artifact
 
 # Small limits so the 413 cases need kilobytes, not the production megabytes.
@@ -37,10 +37,17 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_client(tiny_store: Path) -> Iterator[httpx.Client]:
-    """``create_app`` on the tiny store in this process (tests/service/inproc.py), ready, and a
-    sync httpx.Client on it; the same settings as ``live``."""
-    with in_process(tiny_store, **SERVICE_SETTINGS) as client:
+def app_service(tiny_store: Path) -> Iterator[InProcessService]:
+    """``create_app`` on the tiny store in this process (tests/service/inproc.py), ready; the
+    same settings as ``live``."""
+    with InProcessService(settings_for(tiny_store, **SERVICE_SETTINGS)) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def app_client(app_service: InProcessService) -> Iterator[httpx.Client]:
+    """A sync httpx.Client on ``app_service``."""
+    with app_service.client() as client:
         yield client
 
 

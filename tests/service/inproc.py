@@ -44,9 +44,9 @@ class _AsyncBody(httpx.AsyncByteStream):
 class _LoopTransport(httpx.BaseTransport):
     """A sync transport that runs each request through ``httpx.ASGITransport`` on ``loop``."""
 
-    def __init__(self, service: InProcessService) -> None:
+    def __init__(self, service: InProcessService, root_path: str = "") -> None:
         self.service = service
-        self.asgi = httpx.ASGITransport(app=service.app)
+        self.asgi = httpx.ASGITransport(app=service.app, root_path=root_path)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, Iterable)
@@ -92,8 +92,11 @@ class InProcessService:
         """Run ``coro`` on the app's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def client(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(transport=_LoopTransport(self), base_url="http://testserver", timeout=timeout)
+    def client(self, timeout: float = 60.0, root_path: str = "") -> httpx.Client:
+        """``root_path``: the ASGI root_path, as a reverse proxy that serves the app under a
+        path prefix sets it (uvicorn's --root-path)."""
+        transport = _LoopTransport(self, root_path)
+        return httpx.Client(transport=transport, base_url="http://testserver", timeout=timeout)
 
     def __enter__(self) -> InProcessService:
         self._logger.addHandler(self._handler)

@@ -104,41 +104,45 @@ ATTRIBUTES_MARK = "Attribute edits"  # how schemas.Attributes' description begin
 
 def _attribute_names(schemas: dict[str, Any], names: list[str]) -> None:
     """Restrict attribute names to the served model's (see the module docstring)."""
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif isinstance(node, dict):
-            if node.get("type") == "object" and str(node.get("description", "")).startswith(ATTRIBUTES_MARK):
-                if names:
-                    node["propertyNames"] = {"enum": names}
-                else:
-                    node["maxProperties"] = 0
-            for v in node.values():
-                walk(v)
-
-    walk(schemas)
+    _restrict_attribute_objects(schemas, names)
     sweep = schemas.get("Sweep", {}).get("properties", {}).get("attribute")
     edit = schemas.get("EditRequest", {})
     if sweep is not None and names:
         sweep["enum"] = names
     elif sweep is not None:
         edit.get("properties", {}).pop("sweep", None)
-    examples = []
-    for ex in edit.get("examples", []):
-        ex = dict(ex)
-        if not names:
-            ex.pop("sweep", None)
-            ex.pop("attributes", None)
-        else:
-            if "attributes" in ex:
-                ex["attributes"] = {names[0]: 2.0}
-            if "sweep" in ex:
-                ex["sweep"] = {**ex["sweep"], "attribute": names[-1]}
-        examples.append(ex)
+    examples = [_edit_example(ex, names) for ex in edit.get("examples", [])]
     if examples:
         edit["examples"] = examples
+
+
+def _restrict_attribute_objects(node: Any, names: list[str]) -> None:
+    """Every ``attributes`` object schema under ``node`` may hold only ``names`` (none: empty)."""
+    if isinstance(node, list):
+        for v in node:
+            _restrict_attribute_objects(v, names)
+    elif isinstance(node, dict):
+        if node.get("type") == "object" and str(node.get("description", "")).startswith(ATTRIBUTES_MARK):
+            if names:
+                node["propertyNames"] = {"enum": names}
+            else:
+                node["maxProperties"] = 0
+        for v in node.values():
+            _restrict_attribute_objects(v, names)
+
+
+def _edit_example(example: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """An /edit example naming the served model's attributes (without edits when it has none)."""
+    ex = dict(example)
+    if not names:
+        ex.pop("sweep", None)
+        ex.pop("attributes", None)
+    else:
+        if "attributes" in ex:
+            ex["attributes"] = {names[0]: 2.0}
+        if "sweep" in ex:
+            ex["sweep"] = {**ex["sweep"], "attribute": names[-1]}
+    return ex
 
 
 def build_openapi(

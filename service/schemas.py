@@ -246,6 +246,21 @@ class EditRequest(StrictModel):
     sweep: Sweep | None = Field(default=None, description="Also sweep one attribute: a strip or APNG.")
 
 
+# As InterpolateForm: the route reads the form itself; this model names its fields and makes
+# its OpenAPI schema.
+class EditForm(BaseModel):
+    """The multipart form of /edit: a photo, and the JSON body's edits as JSON text fields."""
+
+    image: bytes = Field(description="A photo of the face to edit.")
+    attributes: str | None = Field(
+        default=None, description='JSON object {name: strength}, e.g. {"Smiling": 2.0}.'
+    )
+    sweep: str | None = Field(
+        default=None, description='JSON object as in the JSON body, e.g. {"attribute": "Male"}.'
+    )
+    align: FormBool | None = Field(default=None, description="Align the photo by its face (as for /encode).")
+
+
 class EditResponse(BaseModel):
     """The edited face(s) as base64 PNGs and their latents (one row, or one per sweep frame)."""
 

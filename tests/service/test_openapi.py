@@ -1,5 +1,6 @@
-"""service/openapi.py: /interpolate's multipart schema is generated from the same options model
-as its JSON body (InterpolateForm extends InterpolateOptions), so the two cannot drift."""
+"""service/openapi.py: the multipart schemas of /interpolate and /edit come from pydantic models,
+/interpolate's from the same options model as its JSON body (InterpolateForm extends
+InterpolateOptions), so the form and the JSON body cannot drift apart."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.api.routes.edit import FORM_FIELDS as EDIT_FORM_FIELDS
 from service.api.routes.interpolate import FORM_FIELDS, PHOTO_FIELDS
 from service.schemas import InterpolateOptions
 
@@ -59,3 +61,10 @@ def test_the_bounds_that_once_drifted_are_there(spec: dict[str, Any]) -> None:
         "minLength": 1,
     }
     assert props["align"]["type"] == "boolean" and "anyOf" not in props["align"]
+
+
+def test_the_edit_form_schema_has_the_fields_the_route_reads(spec: dict[str, Any]) -> None:
+    schema = spec["paths"]["/edit"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert tuple(schema["properties"]) == EDIT_FORM_FIELDS == ("image", "attributes", "sweep", "align")
+    assert schema["required"] == ["image"] and schema["properties"]["image"]["format"] == "binary"
+    assert schema["properties"]["align"]["type"] == "boolean"

@@ -19,34 +19,19 @@ from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
 from service.latents import apply_edit, check_attributes, seed_latents, sweep
 from service.model_handle import Model
-from service.schemas import EditRequest, EditResponse, Sweep
+from service.openapi import form_schema
+from service.schemas import EditForm, EditRequest, EditResponse, Sweep
 
 router = APIRouter(tags=["faces"])
-FORM_FIELDS = ("image", "attributes", "sweep", "align")
+FORM_FIELDS = tuple(EditForm.model_fields)  # image, attributes, sweep, align
 MAX_JSON_FIELD = 16 * 1024  # bytes of a multipart field holding JSON
 
-_FORM_SCHEMA = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "A photo of the face to edit."},
-        "attributes": {
-            "type": "string",
-            "description": 'JSON object {name: strength}, e.g. {"Smiling": 2.0}.',
-        },
-        "sweep": {
-            "type": "string",
-            "description": 'JSON object as in the JSON body, e.g. {"attribute": "Male"}.',
-        },
-        "align": {"type": "boolean", "description": "Align the photo by its face (as for /encode)."},
-    },
-}
 OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/EditRequest"}},
-            "multipart/form-data": {"schema": _FORM_SCHEMA},
+            "multipart/form-data": {"schema": form_schema(EditForm)},
         },
     }
 }

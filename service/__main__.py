@@ -10,13 +10,13 @@ import os
 # (measured by `python -m bench`: a batch-1 forward went from 8 ms to 70-200 ms on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch
 import uvicorn
 
 from service.connections import guarded_protocol
 from service.drain import DrainingServer, graceful_timeout_s
 from service.main import create_app
 from service.memory import tune_allocator
+from service.runner import set_torch_threads
 from service.settings import Settings
 
 
@@ -25,10 +25,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if settings.torch_threads:
-        # Before any torch work: the model thread and the image-encoding threads share this.
-        torch.set_num_threads(settings.torch_threads)
-        torch.set_num_interop_threads(1)
+    # Before any torch work: the model thread and the image-encoding threads share this.
+    set_torch_threads(settings.torch_threads)
     tune_allocator()  # before the first large allocation (see service/memory.py)
     protocol = guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.http_parser)
     logging.getLogger(__name__).info(

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.batcher import Batcher
-from service.context import RequestContext
 from service.errors import NotReadyError
-from service.inference import Model
 from service.metrics import Metrics
+from service.middleware import RequestContext
+from service.model_handle import Model
 from service.runner import ModelRunner
 from service.settings import Settings
 from service.versions import ModelVersions

@@ -55,6 +55,15 @@ class NoFaceFoundError(FacegenError):
 class PayloadTooLargeError(FacegenError):
     """413: an upload exceeds max_upload_bytes, or an image header claims more than max_image_pixels."""
 
+    @classmethod
+    def request_body(cls, max_request_bytes: int) -> PayloadTooLargeError:
+        """The whole request body is over ``max_request_bytes`` (the middleware's or Starlette's
+        refusal, worded alike)."""
+        return cls(
+            f"The request body is over {max_request_bytes:,} bytes (FACEGEN_MAX_REQUEST_BYTES). "
+            f"Send fewer or smaller files."
+        )
+
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 

@@ -15,15 +15,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.inputs import FORM_LIMITS
 from service.api.routes import ROUTERS
 from service.api.routes.pages import mount_static
 from service.auth import AuthMiddleware, KeyRing, add_security, is_admin_path
-from service.context import ServiceMiddleware
 from service.deps import Services
 from service.metrics import Metrics
+from service.middleware import ServiceMiddleware
 from service.openapi import build_openapi
 from service.problems import install as install_problem_handlers
-from service.settings import MAX_ROWS_PER_REQUEST, Settings
+from service.settings import Settings
 from service.versions import ModelVersions
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        form_limits={"max_files": MAX_ROWS_PER_REQUEST, "max_fields": 16, "max_part_size": 64 * 1024},
+        form_limits=FORM_LIMITS,
         docs_url=None,  # /docs and /redoc are served offline by service.api.routes.pages
         redoc_url=None,
     )

@@ -9,6 +9,10 @@ from typing import Any
 from facegen_core.attributes import AttributeDirections
 from facegen_core.latent import LatentPrior
 
+# The model's two primitive operations: the batcher's queue keys and the ``op`` metrics label.
+ENCODE, DECODE = "encode", "decode"
+OPS = (ENCODE, DECODE)
+
 
 @dataclass(frozen=True)
 class ModelInfo:

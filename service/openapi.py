@@ -12,6 +12,8 @@ FastAPI's schema is post-processed here:
 * **Attribute names are the served model's**: every ``attributes`` object may only hold the
   model's attribute names (``propertyNames``; none for a model without directions), a sweep
   only names one of them (no sweep for such a model), and the /edit examples use them.
+* **Multipart forms a route reads itself** (/interpolate) get their schema from a pydantic
+  model (``form_schema``): the same field definitions as the JSON body, so the two cannot drift.
 * **Multipart bodies are closed**: ``additionalProperties: false`` (unknown fields are 422), the
   upload list has ``minItems: 1`` and ``maxItems: 64`` of non-empty files, and optional fields
   are their type, not "or null" (a form cannot send null).
@@ -23,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.schemas import EXAMPLE_LATENT, EXAMPLE_LOGVAR, LATENT_MAX_ITEMS, EditRequest, InterpolateRequest
@@ -65,6 +68,22 @@ def _exact(bound: float) -> int:
     return int(bound)
 
 
+def form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The multipart/form-data schema of a form described by a pydantic ``model``: its JSON
+    schema, each optional field as its type alone (a form sends a field or not; there is no
+    null), without pydantic's titles."""
+    schema = model.model_json_schema(mode="validation")
+    schema.pop("title", None)
+    for field in schema["properties"].values():
+        field.pop("title", None)
+        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
+        if options:
+            assert len(options) == 1, field
+            field.pop("default", None)  # None: not sent
+            field.update({**options[0], **field})  # the field's own description wins
+    return schema
+
+
 def _close_multipart(schemas: dict[str, Any]) -> None:
     for name, schema in schemas.items():
         if name.startswith("Body_") and schema.get("type") == "object":
@@ -85,48 +104,53 @@ ATTRIBUTES_MARK = "Attribute edits"  # how schemas.Attributes' description begin
 
 def _attribute_names(schemas: dict[str, Any], names: list[str]) -> None:
     """Restrict attribute names to the served model's (see the module docstring)."""
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif isinstance(node, dict):
-            if node.get("type") == "object" and str(node.get("description", "")).startswith(ATTRIBUTES_MARK):
-                if names:
-                    node["propertyNames"] = {"enum": names}
-                else:
-                    node["maxProperties"] = 0
-            for v in node.values():
-                walk(v)
-
-    walk(schemas)
+    _restrict_attribute_objects(schemas, names)
     sweep = schemas.get("Sweep", {}).get("properties", {}).get("attribute")
     edit = schemas.get("EditRequest", {})
     if sweep is not None and names:
         sweep["enum"] = names
     elif sweep is not None:
         edit.get("properties", {}).pop("sweep", None)
-    examples = []
-    for ex in edit.get("examples", []):
-        ex = dict(ex)
-        if not names:
-            ex.pop("sweep", None)
-            ex.pop("attributes", None)
-        else:
-            if "attributes" in ex:
-                ex["attributes"] = {names[0]: 2.0}
-            if "sweep" in ex:
-                ex["sweep"] = {**ex["sweep"], "attribute": names[-1]}
-        examples.append(ex)
+    examples = [_edit_example(ex, names) for ex in edit.get("examples", [])]
     if examples:
         edit["examples"] = examples
+
+
+def _restrict_attribute_objects(node: Any, names: list[str]) -> None:
+    """Every ``attributes`` object schema under ``node`` may hold only ``names`` (none: empty)."""
+    if isinstance(node, list):
+        for v in node:
+            _restrict_attribute_objects(v, names)
+    elif isinstance(node, dict):
+        if node.get("type") == "object" and str(node.get("description", "")).startswith(ATTRIBUTES_MARK):
+            if names:
+                node["propertyNames"] = {"enum": names}
+            else:
+                node["maxProperties"] = 0
+        for v in node.values():
+            _restrict_attribute_objects(v, names)
+
+
+def _edit_example(example: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """An /edit example naming the served model's attributes (without edits when it has none)."""
+    ex = dict(example)
+    if not names:
+        ex.pop("sweep", None)
+        ex.pop("attributes", None)
+    else:
+        if "attributes" in ex:
+            ex["attributes"] = {names[0]: 2.0}
+        if "sweep" in ex:
+            ex["sweep"] = {**ex["sweep"], "attribute": names[-1]}
+    return ex
 
 
 def build_openapi(
     app: FastAPI, latent_dim: int | None, attributes: list[str] | None = None
 ) -> dict[str, Any]:
-    """FastAPI's schema plus the JSON body of /interpolate (declared by hand: that route also
-    takes multipart, so FastAPI cannot infer it), post-processed as the module docstring says."""
+    """FastAPI's schema plus the JSON bodies of /interpolate and /edit (those routes also take
+    multipart and read their bodies themselves, so FastAPI cannot infer them; their
+    ``openapi_extra`` refers to these components), post-processed as the module docstring says."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, defs = models_json_schema(
         [(InterpolateRequest, "validation"), (EditRequest, "validation")],

@@ -122,10 +122,7 @@ def _from_http_exception(
             headers={"Allow": allow} if allow else None,
         )
     if exc.status_code == 413:
-        return PayloadTooLargeError(
-            f"The request body is over {max_request_bytes:,} bytes (FACEGEN_MAX_REQUEST_BYTES). "
-            f"Send fewer or smaller files."
-        )
+        return PayloadTooLargeError.request_body(max_request_bytes)
     if exc.status_code == 400 and detail.startswith("Too many fields"):
         # The limit is above every route's own fields, so only unknown or repeated ones reach it.
         return InvalidFieldError(

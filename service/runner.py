@@ -67,7 +67,7 @@ from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
 from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
-from service.model_info import ModelInfo
+from service.model_info import DECODE, ENCODE, ModelInfo
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,18 @@ log = logging.getLogger(__name__)
 Pass = Callable[[torch.Tensor], torch.Tensor]
 WARMUP_SLICE_PASSES = 8  # forward passes per warm-up step (a swap interleaves serving between steps)
 GRAPH_WARMUP_ITERS = 3  # eager passes on a side stream before capture (cuDNN/cuBLAS set-up)
+
+
+def set_torch_threads(threads: int) -> None:
+    """``threads`` torch intra-op threads (FACEGEN_TORCH_THREADS; 0 keeps torch's default) and
+    one inter-op thread. ``python -m service`` calls it before any torch work, the runner again
+    on the model thread when it loads (an OpenMP thread count is a per-thread setting); the
+    inter-op count can be set only once per process, so a second call leaves it."""
+    if not threads:
+        return
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work has started
+        torch.set_num_interop_threads(1)
 
 
 class ModelRunner:
@@ -131,8 +143,7 @@ class ModelRunner:
         service is running, so a version swap runs it on another thread than the model's."""
         s = self.settings
         try:
-            if s.torch_threads:
-                torch.set_num_threads(s.torch_threads)
+            set_torch_threads(s.torch_threads)
             self.device = resolve_device(s.device)
             self.chunk_rows = s.effective_chunk_rows(self.device.type)
             self.row_threads = s.effective_row_threads(self.device.type, torch.get_num_threads())
@@ -257,8 +268,8 @@ class ModelRunner:
                 z = torch.zeros((c, info.latent_dim), dtype=torch.float32, device=self.device)
                 u8 = torch.zeros((c, info.channels, size, size), dtype=torch.uint8, device=self.device)
                 passes: dict[str, tuple[Pass, torch.Tensor]] = {
-                    "decode": (art.decoder, z),
-                    "encode": (self._encode_pass, uint8_to_model(u8).contiguous()),
+                    DECODE: (art.decoder, z),
+                    ENCODE: (self._encode_pass, uint8_to_model(u8).contiguous()),
                 }
                 graphs = {name: _GraphedPass(fn, x) for name, (fn, x) in passes.items()}
                 # A graph must compute what the eager pass computes: check on random inputs.
@@ -347,7 +358,7 @@ class ModelRunner:
         art = self._require()
         with self._lock, torch.inference_mode(), autocast(self.device, self.settings.precision):
             z = torch.from_numpy(np.ascontiguousarray(latents, np.float32)).to(self.device)
-            x = self._chunked(self._graphs.get("decode", art.decoder), z)  # (B, C, H, W) in [-1, 1]
+            x = self._chunked(self._graphs.get(DECODE, art.decoder), z)  # (B, C, H, W) in [-1, 1]
             x = torch.nan_to_num(x.float(), nan=0.0)
             out = model_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
         return np.ascontiguousarray(out)
@@ -359,7 +370,7 @@ class ModelRunner:
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
             x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W), NCHW-contiguous
             x = uint8_to_model(x)  # (B, C, H, W) in [-1, 1]
-            stats = self._chunked(self._graphs.get("encode", self._encode_pass), x)  # (B, 2, D)
+            stats = self._chunked(self._graphs.get(ENCODE, self._encode_pass), x)  # (B, 2, D)
         return stats.cpu().numpy().astype(np.float32)
 
     def _encode_pass(self, x: torch.Tensor) -> torch.Tensor:

@@ -182,6 +182,38 @@ class InterpolateRequest(InterpolateOptions):
     end: End
 
 
+# The route reads this form itself (routes/interpolate.py); the model is the one source of
+# the form's field names and of its OpenAPI schema (openapi.form_schema), so they cannot drift.
+class InterpolateForm(InterpolateOptions):
+    """The multipart form of /interpolate: each end exactly one of a photo or a seed, and the
+    options of the JSON body as form fields."""
+
+    model_config = ConfigDict(
+        extra="forbid",  # unknown fields are 422; every field at most once
+        json_schema_extra={
+            # Each end is exactly one of a photo or a seed.
+            "allOf": [
+                {"oneOf": [{"required": ["start_image"]}, {"required": ["start_seed"]}]},
+                {"oneOf": [{"required": ["end_image"]}, {"required": ["end_seed"]}]},
+            ]
+        },
+    )
+
+    start_image: bytes | None = Field(default=None, min_length=1, description="Photo of the first face.")
+    end_image: bytes | None = Field(default=None, min_length=1, description="Photo of the last face.")
+    start_seed: Seed | None = Field(
+        default=None, description="Instead of start_image (never both): a seed, ASCII digits."
+    )
+    end_seed: Seed | None = Field(
+        default=None, description="Instead of end_image (never both): a seed, ASCII digits."
+    )
+    align: FormBool | None = Field(
+        default=None,
+        description="Align each photo by its face (as for /encode). Not sent: true for models "
+        "trained on aligned faces, else the model's own crop; false: no alignment.",
+    )
+
+
 class Sweep(StrictModel):
     """One attribute at ``steps`` strengths from ``start`` to ``stop`` (on top of ``attributes``)."""
 
@@ -212,6 +244,21 @@ class EditRequest(StrictModel):
     attributes: Attributes = Field(default_factory=dict)
     temperature: Temperature = 1.0
     sweep: Sweep | None = Field(default=None, description="Also sweep one attribute: a strip or APNG.")
+
+
+# As InterpolateForm: the route reads the form itself; this model names its fields and makes
+# its OpenAPI schema.
+class EditForm(BaseModel):
+    """The multipart form of /edit: a photo, and the JSON body's edits as JSON text fields."""
+
+    image: bytes = Field(description="A photo of the face to edit.")
+    attributes: str | None = Field(
+        default=None, description='JSON object {name: strength}, e.g. {"Smiling": 2.0}.'
+    )
+    sweep: str | None = Field(
+        default=None, description='JSON object as in the JSON body, e.g. {"attribute": "Male"}.'
+    )
+    align: FormBool | None = Field(default=None, description="Align the photo by its face (as for /encode).")
 
 
 class EditResponse(BaseModel):

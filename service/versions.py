@@ -30,8 +30,8 @@ from typing import Any
 from facegen_core.artifact import ArtifactError, ModelStore
 from service.batcher import Batcher
 from service.errors import ModelLoadError, SwapInProgressError
-from service.inference import DECODE, ENCODE
 from service.metrics import Metrics
+from service.model_info import DECODE, ENCODE
 from service.runner import ModelRunner
 from service.settings import Settings
 

@@ -7,7 +7,6 @@ async with AsyncClient("http://127.0.0.1:8000") as fg:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -16,23 +15,13 @@ import httpx
 import numpy as np
 
 from facegen_client import _api
-from facegen_client._api import (
-    DEFAULT_URL,
-    RETRY_STATUSES,
-    Call,
-    Encoding,
-    End,
-    Faces,
-    ImageInput,
-    RetryPolicy,
-)
-from facegen_client.errors import error_for
+from facegen_client._api import Call, ClientCore, Encoding, End, Faces, ImageInput, RetryPolicy
 
 T = TypeVar("T")
 Images = Sequence[ImageInput] | ImageInput
 
 
-class AsyncClient:
+class AsyncClient(ClientCore):
     """An asyncio client of a facegen service at ``base_url`` (default ``$FACEGEN_URL`` or http://127.0.0.1:8000).
 
     ``api_key`` (default ``$FACEGEN_API_KEY``) is sent as ``Authorization: Bearer <key>``.
@@ -49,12 +38,9 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url or os.environ.get("FACEGEN_URL") or DEFAULT_URL
-        self.retry = retry or RetryPolicy()
-        self.retries = 0  # 503/429 answers retried so far (all requests)
-        key = api_key if api_key is not None else os.environ.get("FACEGEN_API_KEY")
+        super().__init__(base_url, api_key, retry)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, headers=_api.auth_headers(key), transport=transport
+            base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -70,26 +56,12 @@ class AsyncClient:
 
     async def send(self, call: Call) -> httpx.Response:
         """Send ``call``, retrying 503/429 within the retry policy; error answers raise."""
-        start, attempt = time.monotonic(), 0
+        started, attempt = time.monotonic(), 0
         while True:
-            r = await self._http.request(
-                call.method,
-                call.path,
-                json=call.json,
-                data=call.data,
-                files=call.files,
-                content=call.content,
-                headers=call.headers,
-            )
             attempt += 1
-            if r.status_code not in RETRY_STATUSES:
-                return _api.check(r)
-            err = error_for(r)
-            err.attempts = attempt
-            wait = self.retry.wait_s(err, attempt - 1)
-            if time.monotonic() - start + wait > self.retry.max_retry_s:
-                raise err
-            self.retries += 1
+            r = await self._http.request(**call.request_args())
+            if (wait := self.wait_before_retry(r, attempt, started)) is None:
+                return r
             await asyncio.sleep(wait)
 
     async def _do(self, call: Call, parse: Callable[[httpx.Response], T]) -> T:

@@ -18,7 +18,7 @@ import json
 from fastapi import Request, Response
 from pydantic import BaseModel
 
-from service.inference import Model
+from service.model_handle import Model
 
 
 def etag(request: Request, body: BaseModel, model: Model) -> str:

@@ -7,19 +7,21 @@ import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import anyio.to_thread
 import numpy as np
 from anyio import CapacityLimiter
 from fastapi import Depends, File, Form, Request
 from fastapi import UploadFile as UploadedFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from facegen_core.align import Face
-from service.context import RequestContext
 from service.errors import InvalidFieldError
 from service.memory import RELEASE_AFTER_BYTES, DecodeBudget, release_memory
+from service.middleware import RequestContext
 from service.model_info import ModelInfo
 from service.schemas import FormBool
 from service.settings import MAX_ROWS_PER_REQUEST, Settings
@@ -30,6 +32,20 @@ from service.uploads import decode_upload_and_face, read_upload, upload_cost, up
 # burst of 64-file requests queues here instead of oversubscribing the CPU the model needs.
 ALIGN_CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 _align_limiter: CapacityLimiter | None = None
+
+
+# Starlette's multipart limits, for every route: FastAPI's form parsing (main.py) and the
+# routes that read their form themselves (/interpolate). Within them, an unknown or repeated
+# field is a 422 from check_form_fields.
+class FormLimits(TypedDict, total=False):
+    """Starlette's form() keywords (FastAPI's form_limits)."""
+
+    max_files: int
+    max_fields: int
+    max_part_size: int
+
+
+FORM_LIMITS: FormLimits = {"max_files": MAX_ROWS_PER_REQUEST, "max_fields": 16, "max_part_size": 64 * 1024}
 
 
 def align_limiter() -> CapacityLimiter:
@@ -55,6 +71,30 @@ def check_form_fields(form: FormData, route: str, fields: Mapping[str, bool]) ->
             raise InvalidFieldError(
                 f"Field '{name}' is sent {len(form.getlist(name))} times; send it once.", field=name
             )
+
+
+def invalid(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> RequestValidationError:
+    """pydantic's errors of a body the route validated itself, located under ``prefix``, for
+    the app's 422 handler (service/problems.py)."""
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
+
+
+_ALIGN = TypeAdapter(FormBool)  # form text "true" or "false", as on every multipart route
+
+
+def form_align(form: FormData) -> bool | None:
+    """The multipart ``align`` option of a form a route reads itself (None when not sent)."""
+    value = form.get("align")
+    if value is None or value == "":  # as FastAPI reads /encode's form: empty text is not sent
+        return None
+    if not isinstance(value, str):
+        raise InvalidFieldError("Field 'align' must be text, not a file.", field="align")
+    try:
+        return _ALIGN.validate_python(value)
+    except ValidationError:
+        raise InvalidFieldError(
+            f"Field 'align' must be true or false, not {value[:40]!r}.", field="align"
+        ) from None
 
 
 def form_fields(route: str, fields: Mapping[str, bool]) -> Any:

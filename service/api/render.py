@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from facegen_core.align import Face
 from service import imaging
-from service.context import RequestContext
+from service.middleware import RequestContext
 from service.schemas import DetectedFace
 
 T = TypeVar("T")

@@ -24,12 +24,9 @@ NO_RETRY = RetryPolicy(max_retry_s=0)
 
 @pytest.fixture(scope="module")
 def slow(client_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    live = LiveService(client_store, tmp_path_factory.mktemp("slow_service") / "service.log", ENV)
-    try:
+    with LiveService(client_store, tmp_path_factory.mktemp("slow_service") / "service.log", ENV) as live:
         live.wait_listening()
         yield live
-    finally:
-        live.stop()
 
 
 def test_not_ready_is_retried_until_the_model_is_ready(slow: LiveService) -> None:

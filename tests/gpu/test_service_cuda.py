@@ -24,8 +24,7 @@ def test_readyz_is_200_only_after_the_graphs_are_captured(gpu_store: Path, tmp_p
         "FACEGEN_CUDA_GRAPHS": "true",
         "FACEGEN_WARMUP_BATCH_SIZES": "[1, 64]",
     }
-    service = LiveService(gpu_store, tmp_path / "service.log", env)
-    try:
+    with LiveService(gpu_store, tmp_path / "service.log", env) as service:
         service.wait_ready(timeout_s=180)
         log = service.log()
         captured, ready = log.find("Captured CUDA graphs"), log.find("ready in")
@@ -36,5 +35,3 @@ def test_readyz_is_200_only_after_the_graphs_are_captured(gpu_store: Path, tmp_p
         assert loaded["cuda_graphs"] is True
         r = httpx.post(service.url + "/generate", json={"n": 64, "seed": 7}, timeout=60)
         assert r.status_code == 200 and r.headers["content-type"].startswith("image/png")
-    finally:
-        service.stop()

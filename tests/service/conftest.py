@@ -1,4 +1,6 @@
-"""Session fixtures on the one real server of tests/conftest.py: its URL and an httpx client."""
+"""Fixtures of the service tests: ``client``, the in-process app (tests/conftest.py's
+``app_client``) for validation, formats and errors; ``live_client`` and ``base_url``, the one
+real server (``live``), for what needs a socket, a browser or concurrent connections."""
 
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ from tests.service.live import LiveService
 
 
 @pytest.fixture(scope="session")
+def client(app_client: httpx.Client) -> httpx.Client:
+    return app_client
+
+
+@pytest.fixture(scope="session")
 def base_url(live: LiveService) -> str:
     return live.url
 
 
 @pytest.fixture(scope="session")
-def client(base_url: str) -> Iterator[httpx.Client]:
+def live_client(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=30) as c:
         yield c

@@ -72,7 +72,14 @@ def free_port() -> int:
 
 
 class LiveService:
-    """One `python -m service` subprocess; ``url`` once started, log in ``log_path``."""
+    """One `python -m service` subprocess; ``url`` once started, log in ``log_path``.
+
+    Started on construction; a context manager that stops it on exit, whatever happened::
+
+        with LiveService(store, tmp_path / "service.log", env) as live:
+            live.wait_ready()
+            ...
+    """
 
     def __init__(
         self, store: Path, log_path: Path, env: Mapping[str, str] | None = None, nofile: int | None = None
@@ -105,6 +112,12 @@ class LiveService:
                 if nofile
                 else None,
             )
+
+    def __enter__(self) -> LiveService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def rss_bytes(self, key: str = "VmRSS") -> int:
         """The server's resident memory (``VmRSS``), or its peak (``VmHWM``), from /proc."""

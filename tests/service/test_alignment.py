@@ -27,8 +27,9 @@ from facegen_core import align
 from facegen_core.align import Face
 from service.errors import AlignmentUnavailableError, NoFaceFoundError
 from service.uploads import decode_upload, decode_upload_and_face, upload_crop
-from tests.conftest import SERVICE_ENV
-from tests.service.live import LiveService, assert_problem, metric_value, png_pixels, tiny_artifact
+from tests.conftest import SERVICE_SETTINGS
+from tests.service.inproc import in_process
+from tests.service.live import assert_problem, metric_value, png_pixels, tiny_artifact
 
 FACE_JPG = (Path(__file__).parent / "data" / "fairface_train_24.jpg").read_bytes()
 SIDE = 32  # the tiny model
@@ -151,16 +152,11 @@ def test_fixed_crops_are_unchanged_and_have_no_face() -> None:
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """A server on a tiny model trained (so to speak) on aligned faces."""
+    """The app, in this process, on a tiny model trained (so to speak) on aligned faces."""
     store = tmp_path_factory.mktemp("align_store")
     tiny_artifact(store, name="tinyalign", input_crop="align")
-    service = LiveService(store, tmp_path_factory.mktemp("align_service") / "service.log", SERVICE_ENV)
-    try:
-        service.wait_ready()
-        with httpx.Client(base_url=service.url, timeout=60) as c:
-            yield c
-    finally:
-        service.stop()
+    with in_process(store, **SERVICE_SETTINGS) as c:
+        yield c
 
 
 def encode(client: httpx.Client, *blobs: bytes, **form: str) -> httpx.Response:

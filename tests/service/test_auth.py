@@ -11,7 +11,8 @@ import pytest
 
 from service.auth import KeyFileError, KeyRing, TokenBucket, parse_entries
 from service.settings import Settings
-from tests.service.live import LiveService, assert_problem, metric_value
+from tests.service.inproc import InProcessService, settings_for
+from tests.service.live import assert_problem, metric_value
 
 ALICE = "alice-key-0123456789"
 OPS = "ops-key-0123456789abcdef"  # given to the server only as its sha256, in a key file
@@ -20,28 +21,25 @@ LIMITED_BURST = 3
 
 
 @pytest.fixture(scope="module")
-def keyed(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    tmp = tmp_path_factory.mktemp("auth")
-    key_file = tmp / "keys.txt"
+def keyed(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
+    """The app in this process with keys on; its ``log()`` is what the service logged."""
+    key_file = tmp_path_factory.mktemp("auth") / "keys.txt"
     key_file.write_text(f"# operators\nops admin sha256:{hashlib.sha256(OPS.encode()).hexdigest()}\n")
-    env = {
-        "FACEGEN_API_KEYS_ENABLED": "true",
-        "FACEGEN_API_KEYS": f"alice user {ALICE}; limited user {LIMITED} 0.5 {LIMITED_BURST}",
-        "FACEGEN_API_KEYS_FILE": str(key_file),
-        "FACEGEN_API_KEY_RATE_PER_S": "1000",
-        "FACEGEN_API_KEY_BURST": "1000",
-    }
-    service = LiveService(tiny_store, tmp / "service.log", env)
-    try:
-        service.wait_ready()
+    settings = settings_for(
+        tiny_store,
+        api_keys_enabled=True,
+        api_keys=f"alice user {ALICE}; limited user {LIMITED} 0.5 {LIMITED_BURST}",
+        api_keys_file=key_file,
+        api_key_rate_per_s=1000,
+        api_key_burst=1000,
+    )
+    with InProcessService(settings) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")
-def kc(keyed: LiveService) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=keyed.url, timeout=30) as c:
+def kc(keyed: InProcessService) -> Iterator[httpx.Client]:
+    with keyed.client(timeout=30) as c:
         yield c
 
 
@@ -49,7 +47,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-# ------------------------------------------------------------------ keys off (the default server)
+# ------------------------------------------------------------------ keys off (the shared app)
 
 
 def test_keys_off_by_default_every_route_answers_without_a_key(client: httpx.Client) -> None:
@@ -110,7 +108,7 @@ def test_admin_routes_need_an_admin_key(kc: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["serving"] == "tiny/1"
 
 
-def test_rate_limit_is_per_key_with_retry_after(kc: httpx.Client, keyed: LiveService) -> None:
+def test_rate_limit_is_per_key_with_retry_after(kc: httpx.Client, keyed: InProcessService) -> None:
     statuses = [kc.get("/models", headers=bearer(LIMITED)).status_code for _ in range(LIMITED_BURST + 3)]
     assert statuses[:LIMITED_BURST] == [200] * LIMITED_BURST, statuses
     assert 429 in statuses[LIMITED_BURST:], statuses
@@ -122,7 +120,7 @@ def test_rate_limit_is_per_key_with_retry_after(kc: httpx.Client, keyed: LiveSer
     assert kc.get("/models", headers=bearer(ALICE)).status_code == 200
 
 
-def test_key_ids_not_keys_in_metrics_and_logs(kc: httpx.Client, keyed: LiveService) -> None:
+def test_key_ids_not_keys_in_metrics_and_logs(kc: httpx.Client, keyed: InProcessService) -> None:
     kc.get("/models", headers=bearer(ALICE))
     kc.get("/models", headers=bearer("wrong-key-0123456789"))
     metrics = kc.get("/metrics").text

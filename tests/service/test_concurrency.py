@@ -26,8 +26,10 @@ def decode_calls(metrics: str) -> tuple[float, float]:
 
 
 def test_concurrent_requests_share_model_calls_and_keep_their_pixels(
-    client: httpx.Client, base_url: str
+    live_client: httpx.Client, base_url: str
 ) -> None:
+    """On the real server: 40 connections at once."""
+    client = live_client
     seeds = [5000 + 7 * i for i in range(N_CONCURRENT)]
     alone = {s: png_pixels(client.post("/generate", json={"seed": s}).content) for s in seeds[:8]}
     before = client.get("/metrics").text

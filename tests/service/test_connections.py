@@ -52,20 +52,19 @@ def test_stalled_connections_do_not_lock_out_other_clients(
 ) -> None:
     """1,100 stalled connections against a process limited to 1,024 descriptors; the header
     timeout is set far beyond the test so only the connection cap can keep clients answered."""
-    live = LiveService(tiny_store, tmp_path / "service.log", {"FACEGEN_HEADER_TIMEOUT_S": "600"}, NOFILE)
-    socks: list[socket.socket] = []
-    try:
+    env = {"FACEGEN_HEADER_TIMEOUT_S": "600"}
+    with LiveService(tiny_store, tmp_path / "service.log", env, NOFILE) as live:
         live.wait_ready()
         socks = stall(live.url, STALLED)
-        answered = [probe(live.url) for _ in range(10)]
-        assert answered == [200] * 10, (answered, live.log()[-3000:])
-        # Stalled connections were closed to make room (the oldest first), not the probes.
-        assert "closing the oldest idle one" in live.log()
-        assert live.proc.poll() is None
-    finally:
-        for s in socks:
-            s.close()
-        live.stop()
+        try:
+            answered = [probe(live.url) for _ in range(10)]
+            assert answered == [200] * 10, (answered, live.log()[-3000:])
+            # Stalled connections were closed to make room (the oldest first), not the probes.
+            assert "closing the oldest idle one" in live.log()
+            assert live.proc.poll() is None
+        finally:
+            for s in socks:
+                s.close()
 
 
 def read_all(s: socket.socket) -> bytes:
@@ -81,8 +80,7 @@ def test_stalled_heads_are_timed_out_and_bad_http_is_problem_json(
 ) -> None:
     """Both HTTP/1.1 parsers get the same defences (service/connections.py)."""
     env = {"FACEGEN_HEADER_TIMEOUT_S": "1", "FACEGEN_BODY_TIMEOUT_S": "1", "FACEGEN_HTTP_PARSER": parser}
-    live = LiveService(tiny_store, tmp_path / "service.log", env)
-    try:
+    with LiveService(tiny_store, tmp_path / "service.log", env) as live:
         live.wait_listening()
         assert f"Facegen{'HttpTools' if parser == 'httptools' else 'H11'}Protocol" in live.log()
         silent, partial = stall(live.url, 2)
@@ -124,5 +122,3 @@ def test_stalled_heads_are_timed_out_and_bad_http_is_problem_json(
                 reply += chunk
         assert reply.count(b"HTTP/1.1 200 ") == 2 and b"408" not in reply, reply
         assert httpx.get(live.url + "/healthz", timeout=30).status_code == 200
-    finally:
-        live.stop()

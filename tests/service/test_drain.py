@@ -26,8 +26,7 @@ def test_grace_covers_the_request_deadline() -> None:
 
 
 def test_sigterm_drains_without_losing_a_request(tiny_store: Path, tmp_path: Path) -> None:
-    svc = LiveService(tiny_store, tmp_path / "drain.log", env={"FACEGEN_DRAIN_DELAY_S": str(DRAIN_S)})
-    try:
+    with LiveService(tiny_store, tmp_path / "drain.log", env={"FACEGEN_DRAIN_DELAY_S": str(DRAIN_S)}) as svc:
         svc.wait_ready()
         results: list[tuple[int, float]] = []  # (status, time.monotonic() at the answer)
         errors: list[BaseException] = []
@@ -66,8 +65,6 @@ def test_sigterm_drains_without_losing_a_request(tiny_store: Path, tmp_path: Pat
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{svc.url}/healthz", timeout=2)
         assert "draining" in svc.log()
-    finally:
-        svc.stop()
 
 
 def _busy(url: str) -> str:

@@ -1,5 +1,6 @@
 """POST /edit, attributes on /generate and GET /models, on a tiny model with random directions
-(its own server), plus the answers of a model without directions (the suite's shared server)."""
+(its own app, in this process), plus the answers of a model without directions (the suite's
+shared app)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from PIL import Image
 from facegen_core.artifact import add_file, load_artifact
 from facegen_core.attributes import ATTRIBUTES_FILE, AttributeDirections
 from tests.service.corpus import pattern
+from tests.service.inproc import in_process
 from tests.service.live import (
-    LiveService,
     apng_frames,
     assert_ai_labelled,
     assert_problem,
@@ -50,14 +51,10 @@ def directions(edit_store: Path) -> AttributeDirections:
 
 
 @pytest.fixture(scope="module")
-def edit_client(edit_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    service = LiveService(edit_store, tmp_path_factory.mktemp("edit") / "service.log")
-    try:
-        service.wait_ready(timeout_s=180)
-        with httpx.Client(base_url=service.url, timeout=60) as c:
-            yield c
-    finally:
-        service.stop()
+def edit_client(edit_store: Path) -> Iterator[httpx.Client]:
+    """The app on the store with directions, in this process."""
+    with in_process(edit_store) as c:
+        yield c
 
 
 JSON = {"Accept": "application/json"}

@@ -47,8 +47,7 @@ def test_many_large_pngs_in_one_request_stay_within_the_memory_bound(
         "FACEGEN_REQUEST_TIMEOUT_S": "600",
         "FACEGEN_MAX_UPLOAD_BYTES": str(1 << 20),
     }
-    live = LiveService(tiny_store, tmp_path / "service.log", env)
-    try:
+    with LiveService(tiny_store, tmp_path / "service.log", env) as live:
         live.wait_ready()
         httpx.post(live.url + "/generate", json={"seed": 1}, timeout=60).raise_for_status()
         before = live.rss_bytes()
@@ -82,8 +81,6 @@ def test_many_large_pngs_in_one_request_stay_within_the_memory_bound(
         after = live.rss_bytes()
         print(f"RSS after {after / 2**20:.0f} MiB")
         assert after - before < 256 * 2**20, (before, after)
-    finally:
-        live.stop()
 
 
 def test_the_default_pixel_limit_refuses_them_before_decoding(client: httpx.Client) -> None:

@@ -24,8 +24,7 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     tiny_artifact(store, latent_dim=16)
-    live = LiveService(store, tmp_path / "service.log", {"FACEGEN_WARMUP_BATCH_SIZES": "[1]"})
-    try:
+    with LiveService(store, tmp_path / "service.log", {"FACEGEN_WARMUP_BATCH_SIZES": "[1]"}) as live:
         live.wait_ready()
         cmd = [
             sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
@@ -43,5 +42,3 @@ def test_schemathesis_finds_no_failures(tmp_path: Path) -> None:
         passed = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
         assert run.returncode == 0 and passed and passed[1] == passed[2], report
         assert live.proc.poll() is None
-    finally:
-        live.stop()

@@ -6,6 +6,7 @@ the settings make the outcomes tell the orders of events apart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -48,14 +49,11 @@ def servers(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         # A queue of 4 rows that waits 300 ms for a batch to fill: a burst overflows it.
         "small_queue": (tiny_store, {"FACEGEN_MAX_QUEUE_ROWS": "4", "FACEGEN_MAX_DELAY_MS": "300"}),
     }
-    started: dict[str, LiveService] = {}
-    try:
-        for name, (store, env) in specs.items():
-            started[name] = LiveService(store, tmp / f"{name}.log", env)
-        yield started
-    finally:
-        for s in started.values():
-            s.stop()
+    with contextlib.ExitStack() as stack:  # every one stopped at the end, whatever happened
+        yield {
+            name: stack.enter_context(LiveService(store, tmp / f"{name}.log", env))
+            for name, (store, env) in specs.items()
+        }
 
 
 def test_readyz_is_503_until_warm_up_ends(servers: dict[str, LiveService]) -> None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.api.routes.pages import REDOC_LOGO_URL
+from tests.service.inproc import InProcessService
 
 # Any absolute URL in a served page or asset that the browser would load on its own.
 LOADED_URL = re.compile(r"""(?:src|href)\s*=\s*["'](https?:)?//""", re.IGNORECASE)
@@ -51,6 +52,27 @@ def test_docs_pages_load_their_assets_from_the_service(
         assert f'"{asset}"' in r.text
         a = client.get(asset)
         assert a.status_code == 200 and len(a.content) > 100_000, asset
+
+
+@pytest.mark.parametrize(
+    ("path", "urls"),
+    [
+        (
+            "/docs",
+            ["/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/static/favicon.svg"],
+        ),
+        ("/redoc", ["/docs-assets/redoc.standalone.js", "/static/favicon.svg"]),
+    ],
+)
+def test_docs_pages_behind_a_path_prefix_ask_for_the_prefixed_urls(
+    app_service: InProcessService, path: str, urls: list[str]
+) -> None:
+    """Behind a reverse proxy that serves the app under /faces (ASGI root_path)."""
+    with app_service.client(root_path="/faces") as c:
+        r = c.get(path)
+    assert r.status_code == 200
+    for url in [*urls, "/openapi.json"]:
+        assert f"/faces{url}" in r.text, url
 
 
 def test_redoc_bundle_is_served_without_its_cdn_logo(client: httpx.Client) -> None:

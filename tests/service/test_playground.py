@@ -109,7 +109,7 @@ def grid_srcs(page: Any) -> list[str]:
 
 
 def test_page_loads_and_generate_shows_the_seeds_faces(
-    page: Any, base_url: str, client: httpx.Client
+    page: Any, base_url: str, live_client: httpx.Client
 ) -> None:
     open_playground(page, base_url)
     assert "tiny v1" in page.inner_text("#model")
@@ -123,7 +123,7 @@ def test_page_loads_and_generate_shows_the_seeds_faces(
     assert sizes == [[SIDE, SIDE]] * 4
     # Tile i is exactly the service's face for seed 11 + i.
     for i, src in enumerate(grid_srcs(page)):
-        r = client.post("/generate", json={"seed": 11 + i})
+        r = live_client.post("/generate", json={"seed": 11 + i})
         assert np.array_equal(data_url_pixels(src), png_pixels(r.content)), f"tile {i}"
     assert "seed=11" in page.url
 
@@ -133,13 +133,13 @@ def test_page_loads_and_generate_shows_the_seeds_faces(
     assert page.input_value("#seed") != "11"
 
 
-def test_temperature_slider_changes_the_faces(page: Any, base_url: str, client: httpx.Client) -> None:
+def test_temperature_slider_changes_the_faces(page: Any, base_url: str, live_client: httpx.Client) -> None:
     open_playground(page, base_url)
     before = grid_srcs(page)
     page.fill("#temperature", "0.3")  # a range input: sets the value, fires input and change
     page.wait_for_function("s => document.querySelector('#grid .face img').src !== s", arg=before[0])
     assert page.inner_text("#temperature-value") == "0.30"
-    r = client.post("/generate", json={"seed": 5, "temperature": 0.3})
+    r = live_client.post("/generate", json={"seed": 5, "temperature": 0.3})
     assert np.array_equal(data_url_pixels(grid_srcs(page)[0]), png_pixels(r.content))
 
 
@@ -168,7 +168,9 @@ def test_two_clicked_faces_morph(page: Any, base_url: str) -> None:
     assert tiles.nth(0).get_attribute("aria-pressed") == "false"
 
 
-def test_upload_shows_the_crop_and_reconstruction(page: Any, base_url: str, client: httpx.Client) -> None:
+def test_upload_shows_the_crop_and_reconstruction(
+    page: Any, base_url: str, live_client: httpx.Client
+) -> None:
     open_playground(page, base_url)
     page.set_input_files("#photo", str(FACE_JPG))
     page.wait_for_selector("#upload-result:not([hidden])")
@@ -177,7 +179,7 @@ def test_upload_shows_the_crop_and_reconstruction(page: Any, base_url: str, clie
     assert page.eval_on_selector("#crop", "i => [i.naturalWidth, i.naturalHeight]") == [SIDE, SIDE]
     # The tiny model has a fixed crop: nothing aligned, and the page says so.
     assert "fixed crop" in page.inner_text("#face-info")
-    r = client.post("/reconstruct", files={"image": ("face.jpg", FACE_JPG.read_bytes(), "image/jpeg")})
+    r = live_client.post("/reconstruct", files={"image": ("face.jpg", FACE_JPG.read_bytes(), "image/jpeg")})
     shown = data_url_pixels(page.get_attribute("#recon", "src") or "")
     assert np.array_equal(shown, png_pixels(r.content))
     # The reconstruction is a face like the others: select it and a grid face, and they morph.
@@ -187,10 +189,10 @@ def test_upload_shows_the_crop_and_reconstruction(page: Any, base_url: str, clie
 
 
 def test_upload_aligned_by_its_face_draws_the_face_found(
-    page: Any, base_url: str, client: httpx.Client
+    page: Any, base_url: str, live_client: httpx.Client
 ) -> None:
     photo = {"image": ("face.jpg", FACE_JPG.read_bytes(), "image/jpeg")}
-    r = client.post("/reconstruct", files=photo, data={"align": "true", "format": "json"})
+    r = live_client.post("/reconstruct", files=photo, data={"align": "true", "format": "json"})
     if r.status_code == 503:
         pytest.skip(f"face alignment is unavailable here: {r.json()['detail']}")
     face = r.json()["faces"][0]
@@ -229,9 +231,9 @@ def test_a_refused_upload_shows_the_servers_problem_detail(
 
 
 def test_sliders_are_hidden_for_a_model_without_attributes(
-    page: Any, base_url: str, client: httpx.Client
+    page: Any, base_url: str, live_client: httpx.Client
 ) -> None:
-    models = client.get("/models").json()
+    models = live_client.get("/models").json()
     if models["loaded"].get("attributes"):
         pytest.skip("the served model has attributes")
     open_playground(page, base_url)
@@ -240,12 +242,14 @@ def test_sliders_are_hidden_for_a_model_without_attributes(
     assert page.is_hidden("#edit")
 
 
-def test_attribute_slider_edits_the_selected_face(page: Any, base_url: str, client: httpx.Client) -> None:
+def test_attribute_slider_edits_the_selected_face(
+    page: Any, base_url: str, live_client: httpx.Client
+) -> None:
     """Against the real POST /edit when the served model lists attributes. The tiny artifact
     has none in this branch (issue 13a adds them): then the browser is handed an `attributes`
     list in GET /models, and /edit is answered by the real /decode of a shifted latent, so
     the page's side of the contract (request body, image shown) is what is tested."""
-    live_attributes = client.get("/models").json()["loaded"].get("attributes") or []
+    live_attributes = live_client.get("/models").json()["loaded"].get("attributes") or []
     edits: list[dict[str, Any]] = []
     if not live_attributes:
 
@@ -258,7 +262,7 @@ def test_attribute_slider_edits_the_selected_face(page: Any, base_url: str, clie
             body = json.loads(route.request.post_data or "{}")
             edits.append(body)
             shifted = [x + body["attributes"]["Smiling"] for x in body["latent"]]
-            r = client.post("/decode", json={"latents": [shifted]})
+            r = live_client.post("/decode", json={"latents": [shifted]})
             route.fulfill(status=200, body=r.content, content_type="image/png")
 
         page.route(base_url + "/models", models_with_attributes)
@@ -273,7 +277,7 @@ def test_attribute_slider_edits_the_selected_face(page: Any, base_url: str, clie
     wait_decoded(page, "#edited")
     assert page.get_attribute("#edited", "src", timeout=TIMEOUT_MS).startswith("blob:")
     if not live_attributes:
-        face_latent = client.post("/generate", json={"seed": 7, "format": "json"}).json()["latents"][0]
+        face_latent = live_client.post("/generate", json={"seed": 7, "format": "json"}).json()["latents"][0]
         assert edits[-1] == {"latent": face_latent, "attributes": {"Smiling": 1.5}}
     page.click("#edit-reset")
     assert page.get_attribute("#edited", "src") == original

@@ -4,6 +4,7 @@ store watch; every response names the version that made it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -38,8 +39,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
     weights.write_bytes(bytes(data))
     watched = tmp / "watched"
     tiny_artifact(watched, seed=0)
-    services = {
-        "keyed": LiveService(
+    specs = {
+        "keyed": (
             store,
             tmp / "keyed.log",
             {
@@ -50,7 +51,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
                 "FACEGEN_MAX_DELAY_MS": "5",
             },
         ),
-        "watched": LiveService(
+        "watched": (
             watched,
             tmp / "watched.log",
             # A short deadline, so the replaced version is retired within the test.
@@ -61,13 +62,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
             },
         ),
     }
-    try:
+    with contextlib.ExitStack() as stack:  # every one stopped at the end, whatever happened
+        services = {name: stack.enter_context(LiveService(*spec)) for name, spec in specs.items()}
         for s in services.values():
             s.wait_ready(timeout_s=120)
         yield services
-    finally:
-        for s in services.values():
-            s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,49 +6,32 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
-from service.api.edits import apply_edit, check_attributes
-from service.api.inputs import check_latent, read_images
+from service.api.inputs import check_latent, form_align, invalid, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
-from service.api.routes.interpolate import _form_align, _invalid
 from service.deps import ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
-from service.inference import Model
-from service.schemas import EditRequest, EditResponse, Sweep
+from service.latents import apply_edit, check_attributes, seed_latents, sweep
+from service.model_handle import Model
+from service.openapi import form_schema
+from service.schemas import EditForm, EditRequest, EditResponse, Sweep
 
 router = APIRouter(tags=["faces"])
-FORM_FIELDS = ("image", "attributes", "sweep", "align")
+FORM_FIELDS = tuple(EditForm.model_fields)  # image, attributes, sweep, align
 MAX_JSON_FIELD = 16 * 1024  # bytes of a multipart field holding JSON
 
-_FORM_SCHEMA = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "A photo of the face to edit."},
-        "attributes": {
-            "type": "string",
-            "description": 'JSON object {name: strength}, e.g. {"Smiling": 2.0}.',
-        },
-        "sweep": {
-            "type": "string",
-            "description": 'JSON object as in the JSON body, e.g. {"attribute": "Male"}.',
-        },
-        "align": {"type": "boolean", "description": "Align the photo by its face (as for /encode)."},
-    },
-}
 OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/EditRequest"}},
-            "multipart/form-data": {"schema": _FORM_SCHEMA},
+            "multipart/form-data": {"schema": form_schema(EditForm)},
         },
     }
 }
@@ -82,14 +65,14 @@ def _parse_form(form: FormData) -> tuple[EditRequest, FormFile]:
         # Lax here (form text): JSON numbers already have their types; the schema still checks them.
         return EditRequest.model_validate(body), image
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
 
 
 def _parse_json(raw: bytes) -> EditRequest:
     try:
         body = EditRequest.model_validate_json(raw)
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
     if (body.seed is None) == (body.latent is None):
         raise InvalidFieldError(
             "Send exactly one of 'seed' (an integer) or 'latent' (latent_dim numbers) to edit.", field="seed"
@@ -104,16 +87,13 @@ def _check(model: Model, body: EditRequest) -> None:
         check_attributes(model.info, [body.sweep.attribute], "sweep.attribute")
 
 
-def _rows(model: Model, z: torch.Tensor, body: EditRequest) -> tuple[torch.Tensor, list[float] | None]:
+def _rows(model: Model, z: np.ndarray, body: EditRequest) -> tuple[np.ndarray, list[float] | None]:
     """The edited latents (1 or sweep.steps rows, D) and the swept strengths."""
     edited = apply_edit(model.info, z[None], body.attributes)[0]  # (D,)
-    sweep: Sweep | None = body.sweep
-    if sweep is None:
+    s: Sweep | None = body.sweep
+    if s is None:
         return edited[None], None
-    attrs = model.info.attributes
-    assert attrs is not None
-    rows = attrs.sweep(edited, sweep.attribute, sweep.start, sweep.stop, sweep.steps)  # (steps, D)
-    return rows, torch.linspace(sweep.start, sweep.stop, sweep.steps, dtype=torch.float64).tolist()
+    return sweep(model.info, edited, s.attribute, s.start, s.stop, s.steps)  # (steps, D)
 
 
 @router.post(
@@ -145,24 +125,24 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
         ) as form:
             body, image = _parse_form(form)
             _check(model, body)
-            crops, _ = await read_images([image], "image", settings, info, ctx, _form_align(form))
+            crops, _ = await read_images([image], "image", settings, info, ctx, form_align(form))
         mu, _ = await model.encode(crops)  # (1, D)
-        z, seed = torch.from_numpy(np.asarray(mu[0], np.float32)), None
+        z, seed = np.asarray(mu[0], np.float32), None
     elif ctype == "application/json" or ctype.endswith("+json"):
         body = _parse_json(await request.body())
         _check(model, body)
         if body.latent is not None:
             check_latent(body.latent, info.latent_dim, "latent")
-            z, seed = torch.tensor(body.latent, dtype=torch.float32), None
+            z, seed = np.asarray(body.latent, np.float32), None
         else:
             assert body.seed is not None
-            z = info.prior.latents_for_seeds(body.seed, 1, info.latent_dim, body.temperature)[0]
+            z = seed_latents(info, body.seed, 1, body.temperature)[0]
             seed = body.seed
     else:
         got = ctype or "a body without Content-Type"
         raise UnsupportedMediaTypeError(f"/edit takes application/json or multipart/form-data, not {got}.")
     rows, strengths = _rows(model, z, body)
-    latents = rows.numpy().astype(np.float32)  # (R, D)
+    latents = rows.astype(np.float32)  # (R, D)
     faces = await model.decode(latents)  # (R, S, S, C)
     level = settings.png_compress_level
     headers = {"X-Seed": str(seed)} if seed is not None else {}

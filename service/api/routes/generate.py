@@ -8,10 +8,10 @@ import secrets
 from fastapi import APIRouter, Request, Response
 
 from service.api import caching, render
-from service.api.edits import apply_edit
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.imaging import png_text
+from service.latents import apply_edit, seed_latents
 from service.schemas import GenerateRequest, ImagesResponse
 
 router = APIRouter(tags=["faces"])
@@ -47,8 +47,8 @@ async def generate(
             return cached
         headers.update(caching.headers(tag, settings.cache_max_age_s))
     seed = body.seed if body.seed is not None else secrets.randbelow(SERVER_SEEDS)
-    z = info.prior.latents_for_seeds(seed, body.n, info.latent_dim, body.temperature)  # (n, D)
-    latents = apply_edit(info, z, body.attributes).numpy()
+    z = seed_latents(info, seed, body.n, body.temperature)  # (n, D)
+    latents = apply_edit(info, z, body.attributes)
     faces = await model.decode(latents)  # (n, S, S, C)
     headers["X-Seed"] = str(seed)
     level = settings.png_compress_level

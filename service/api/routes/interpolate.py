@@ -6,82 +6,36 @@ import re
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import caching, render
-from service.api.inputs import check_form_fields, check_latent, read_images
+from service.api.inputs import FORM_LIMITS, check_form_fields, check_latent, form_align, invalid, read_images
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
 from service.imaging import png_text
-from service.inference import Model
+from service.latents import path as latent_path
+from service.latents import seed_latents
+from service.model_handle import Model
+from service.openapi import form_schema
 from service.schemas import (
     EXAMPLE_LATENT,
     MAX_SEED,
-    FormBool,
     ImagesResponse,
+    InterpolateForm,
     InterpolateOptions,
     InterpolateRequest,
     LatentEnd,
     SeedEnd,
 )
-from service.settings import MAX_ROWS_PER_REQUEST
 
 router = APIRouter(tags=["faces"])
-FORM_FIELDS = ("steps", "method", "format", "temperature", "duration_ms")
-PHOTO_FIELDS = ("start_image", "end_image", "start_seed", "end_seed", "align")
-_ALIGN = TypeAdapter(FormBool)  # form text "true" or "false", as on every multipart route
-
-_FORM_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,  # unknown fields are 422; every field at most once
-    "properties": {
-        "start_image": {
-            "type": "string",
-            "format": "binary",
-            "minLength": 1,
-            "description": "Photo of the first face.",
-        },
-        "end_image": {
-            "type": "string",
-            "format": "binary",
-            "minLength": 1,
-            "description": "Photo of the last face.",
-        },
-        "start_seed": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_SEED,
-            "description": "Instead of start_image (never both): a seed, ASCII digits.",
-        },
-        "end_seed": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_SEED,
-            "description": "Instead of end_image (never both): a seed, ASCII digits.",
-        },
-        "steps": {"type": "integer", "default": 8, "minimum": 2, "maximum": 64},
-        "method": {"type": "string", "enum": ["slerp", "lerp"], "default": "slerp"},
-        "format": {"type": "string", "enum": ["apng", "gif", "strip", "zip", "json"], "default": "apng"},
-        "temperature": {"type": "number", "default": 1.0, "exclusiveMinimum": 0, "maximum": 2},
-        "duration_ms": {"type": "integer", "default": 100, "minimum": 10, "maximum": 10_000},
-        "align": {
-            "type": "boolean",
-            "description": "Align each photo by its face (as for /encode). Not sent: true for models "
-            "trained on aligned faces, else the model's own crop; false: no alignment.",
-        },
-    },
-    # Each end is exactly one of a photo or a seed.
-    "allOf": [
-        {"oneOf": [{"required": ["start_image"]}, {"required": ["start_seed"]}]},
-        {"oneOf": [{"required": ["end_image"]}, {"required": ["end_seed"]}]},
-    ],
-}
+# The form's fields, from the one model that also makes its OpenAPI schema.
+FORM_FIELDS = tuple(InterpolateOptions.model_fields)  # steps, method, format, temperature, duration_ms
+PHOTO_FIELDS = tuple(f for f in InterpolateForm.model_fields if f not in InterpolateOptions.model_fields)
 OPENAPI_BODY = {
     "requestBody": {
         "required": True,
@@ -97,7 +51,7 @@ OPENAPI_BODY = {
                     },
                 },
             },
-            "multipart/form-data": {"schema": _FORM_SCHEMA},
+            "multipart/form-data": {"schema": form_schema(InterpolateForm)},
         },
     }
 }
@@ -116,10 +70,6 @@ ANIMATION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _invalid(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> RequestValidationError:
-    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
-
-
 Ends = list[SeedEnd | LatentEnd | FormFile]
 
 
@@ -127,23 +77,8 @@ async def _parse_json(request: Request) -> tuple[InterpolateOptions, Ends]:
     try:
         body = InterpolateRequest.model_validate_json(await request.body())
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
     return body, [body.start, body.end]
-
-
-def _form_align(form: FormData) -> bool | None:
-    """The multipart ``align`` option (None when not sent)."""
-    value = form.get("align")
-    if value is None or value == "":  # as FastAPI reads /encode's form: empty text is not sent
-        return None
-    if not isinstance(value, str):
-        raise InvalidFieldError("Field 'align' must be text, not a file.", field="align")
-    try:
-        return _ALIGN.validate_python(value)
-    except ValidationError:
-        raise InvalidFieldError(
-            f"Field 'align' must be true or false, not {value[:40]!r}.", field="align"
-        ) from None
 
 
 _SEED_TEXT = re.compile(rf"[0-9]{{1,{len(str(MAX_SEED))}}}")
@@ -182,7 +117,7 @@ def _parse_form(form: FormData) -> tuple[InterpolateOptions, Ends]:
     try:
         opts = InterpolateOptions.model_validate(fields)
     except ValidationError as e:
-        raise _invalid(e.errors(include_url=False)) from None
+        raise invalid(e.errors(include_url=False)) from None
     return opts, [_form_end(form, "start"), _form_end(form, "end")]
 
 
@@ -193,7 +128,8 @@ async def _end_latents(
     ctx: Ctx,
     settings: SettingsDep,
     align: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two ends' latents, float32 (D,) each."""
     info, out = model.info, []
     photos = [i for i, e in enumerate(ends) if isinstance(e, FormFile)]
     mus: dict[int, np.ndarray] = {}
@@ -208,12 +144,12 @@ async def _end_latents(
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
         if isinstance(end, SeedEnd):
-            out.append(info.prior.latents_for_seeds(end.seed, 1, info.latent_dim, opts.temperature)[0])
+            out.append(seed_latents(info, end.seed, 1, opts.temperature)[0])
         elif isinstance(end, LatentEnd):
             check_latent(end.latent, info.latent_dim, f"{side}.latent")
-            out.append(torch.tensor(end.latent, dtype=torch.float32))
+            out.append(np.asarray(end.latent, np.float32))
         else:
-            out.append(torch.from_numpy(np.asarray(mus[i], np.float32)))
+            out.append(np.asarray(mus[i], np.float32))
     return out[0], out[1]
 
 
@@ -240,35 +176,52 @@ async def interpolate(request: Request, model: ReadyModel, ctx: Ctx, settings: S
     zip: frame_000.png…; json: base64 PNG frames and their latents.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    cache: dict[str, str] = {}
     if ctype == "multipart/form-data":
-        async with request.form(
-            # As the app's limits for the other routes; within them, a repeated start_image or an
-            # unknown field is a 422 from check_form_fields, as everywhere.
-            max_files=MAX_ROWS_PER_REQUEST,
-            max_fields=16,
-            max_part_size=64 * 1024,
-        ) as form:
-            opts, ends = _parse_form(form)
-            a, b = await _end_latents(ends, opts, model, ctx, settings, _form_align(form))
-    elif ctype == "application/json" or ctype.endswith("+json"):
-        opts, ends = await _parse_json(request)
-        for i, end in enumerate(ends):  # a bad latent is a 422 before any 304
-            if isinstance(end, LatentEnd):
-                check_latent(end.latent, model.info.latent_dim, f"{('start', 'end')[i]}.latent")
-        # Seeds and latents only: the request fixes the frames (service.api.caching).
-        tag = caching.etag(request, opts, model)
-        if (cached := caching.not_modified(request, tag, settings.cache_max_age_s, model)) is not None:
-            return cached
-        cache = caching.headers(tag, settings.cache_max_age_s)
-        a, b = await _end_latents(ends, opts, model, ctx, settings)
-    else:
-        raise UnsupportedMediaTypeError(
-            "/interpolate takes application/json or multipart/form-data, not "
-            f"{ctype or 'a body without Content-Type'}."
-        )
-    # Through the prior's ε-space, where slerp's constant-norm path is the right one.
-    path = model.info.prior.path(a, b, opts.steps, opts.method).numpy().astype(np.float32)  # (steps, D)
+        return await interpolate_form(request, model, ctx, settings)
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return await interpolate_json(request, model, ctx, settings)
+    raise UnsupportedMediaTypeError(
+        "/interpolate takes application/json or multipart/form-data, not "
+        f"{ctype or 'a body without Content-Type'}."
+    )
+
+
+async def interpolate_json(request: Request, model: Model, ctx: Ctx, settings: SettingsDep) -> Response:
+    """The JSON body (InterpolateRequest): seeds and latents only, so the request fixes the
+    frames and the answer is cacheable (service.api.caching)."""
+    opts, ends = await _parse_json(request)
+    for i, end in enumerate(ends):  # a bad latent is a 422 before any 304
+        if isinstance(end, LatentEnd):
+            check_latent(end.latent, model.info.latent_dim, f"{('start', 'end')[i]}.latent")
+    tag = caching.etag(request, opts, model)
+    if (cached := caching.not_modified(request, tag, settings.cache_max_age_s, model)) is not None:
+        return cached
+    a, b = await _end_latents(ends, opts, model, ctx, settings)
+    return await _frames(
+        model, ctx, settings, opts, ends, a, b, caching.headers(tag, settings.cache_max_age_s)
+    )
+
+
+async def interpolate_form(request: Request, model: Model, ctx: Ctx, settings: SettingsDep) -> Response:
+    """The multipart form (InterpolateForm): photos or seeds at the ends, options as fields."""
+    async with request.form(**FORM_LIMITS) as form:
+        opts, ends = _parse_form(form)
+        a, b = await _end_latents(ends, opts, model, ctx, settings, form_align(form))
+    return await _frames(model, ctx, settings, opts, ends, a, b, {})
+
+
+async def _frames(
+    model: Model,
+    ctx: Ctx,
+    settings: SettingsDep,
+    opts: InterpolateOptions,
+    ends: Ends,
+    a: np.ndarray,
+    b: np.ndarray,
+    cache: dict[str, str],
+) -> Response:
+    """The path from a to b decoded, in ``opts.format``."""
+    path = latent_path(model.info, a, b, opts.steps, opts.method)  # (steps, D), via the prior's ε-space
     frames = await model.decode(path)  # (steps, S, S, C)
     info, level = model.info, settings.png_compress_level
     extra = {

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_URL = "/static"
+FAVICON_URL = f"{STATIC_URL}/favicon.svg"
 DOCS_ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 DOCS_ASSETS_URL = "/docs-assets"
 DOCS_URL, REDOC_URL, OAUTH2_REDIRECT_URL = "/docs", "/redoc", "/docs/oauth2-redirect"
@@ -65,16 +66,21 @@ async def playground() -> FileResponse:
     )
 
 
+def _here(request: Request, path: str) -> str:
+    """``path`` of this service as the browser must ask for it (under a proxy's root_path too)."""
+    return f"{request.scope.get('root_path', '')}{path}"
+
+
+# The two doc pages are FastAPI's templates, given this service's schema, title and local files.
 @router.get(DOCS_URL)
 async def swagger_ui(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
     return get_swagger_ui_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
+        openapi_url=_here(request, request.app.openapi_url),
         title=f"{request.app.title} - Swagger UI",
-        oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_URL}",
-        swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{STATIC_URL}/favicon.svg",
+        oauth2_redirect_url=_here(request, OAUTH2_REDIRECT_URL),
+        swagger_js_url=_here(request, f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js"),
+        swagger_css_url=_here(request, f"{DOCS_ASSETS_URL}/swagger-ui.css"),
+        swagger_favicon_url=_here(request, FAVICON_URL),
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
 
@@ -86,11 +92,10 @@ async def swagger_ui_oauth2_redirect() -> HTMLResponse:
 
 @router.get(REDOC_URL)
 async def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
     return get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
+        openapi_url=_here(request, request.app.openapi_url),
         title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{STATIC_URL}/favicon.svg",
+        redoc_js_url=_here(request, f"{DOCS_ASSETS_URL}/redoc.standalone.js"),
+        redoc_favicon_url=_here(request, FAVICON_URL),
         with_google_fonts=False,  # fonts.googleapis.com is a CDN too
     )

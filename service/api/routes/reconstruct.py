@@ -21,9 +21,7 @@ FIELDS = {"image": True, "pair": False, "format": False, "align": False}  # name
 
 @router.post(
     "/reconstruct",
-    dependencies=[
-        form_fields("/reconstruct", {"image": True, "pair": False, "format": False, "align": False})
-    ],
+    dependencies=[form_fields("/reconstruct", FIELDS)],
     summary="Reconstruct photos (encode, then decode)",
     response_model=ReconstructResponse,
     responses={**IMAGE_RESPONSES, **UPLOAD_ERROR_RESPONSES},

@@ -77,10 +77,7 @@ class ServiceMiddleware:
         self.endpoints = frozenset(endpoints)
 
     def too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"The request body is over {self.max_bytes:,} bytes (FACEGEN_MAX_REQUEST_BYTES). "
-            f"Send fewer or smaller files."
-        )
+        return PayloadTooLargeError.request_body(self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

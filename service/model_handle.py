@@ -1,4 +1,6 @@
-"""What the routes call: the model's two primitive ops, batched, timed and deadline-bound.
+"""A request's handle on the model: its two primitive ops, batched, timed and deadline-bound.
+
+The handle runs nothing itself: the batcher queues the rows and the runner's thread computes.
 
 ``Model`` is built per request (``deps.ReadyModel``) around the shared batcher: it knows the
 request's deadline and how to notice that its client has gone, and adds the queue and
@@ -13,10 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.batcher import Batcher
-from service.context import RequestContext
-from service.model_info import ModelInfo
-
-ENCODE, DECODE = "encode", "decode"
+from service.middleware import RequestContext
+from service.model_info import DECODE, ENCODE, ModelInfo
 
 
 @dataclass

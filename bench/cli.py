@@ -1,5 +1,7 @@
 """``python -m bench``: the raw model's ceiling (a), the service with batching off (b) and on (c).
 
+``python -m bench --peers``: facegen against TorchServe and PyTriton instead (bench/peers/run.py).
+
 See docs/bench.md for the method, the columns and the target checks.
 """
 
@@ -390,6 +392,11 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--peers" in (sys.argv[1:] if argv is None else argv):
+        # facegen vs TorchServe and PyTriton (the optional `peers` extra): its own flags.
+        from bench.peers.run import main as peers_main
+
+        return peers_main(argv)
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -139,6 +139,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile-cell", default="gen1:64", help="WORKLOAD:CONCURRENCY to profile (default gen1:64)"
     )
     p.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: facegen against TorchServe and PyTriton on the same model (the `peers` extra; "
+        "its own options: python -m bench --peers --help; docs/bench.md, Peers)",
+    )
     args = p.parse_args(argv)
     for u in (args.url, args.url_off):
         if u is not None and urlsplit(u).hostname not in LOOPBACK:

@@ -321,6 +321,27 @@ def start_all(
     return systems
 
 
+def preflight(systems: list[str]) -> None:
+    """Stop before starting anything when a peer cannot run here, saying what to install."""
+    import importlib.util
+    import shutil
+
+    missing = []
+    if TORCHSERVE in systems:
+        if importlib.util.find_spec("ts") is None or importlib.util.find_spec("model_archiver") is None:
+            missing.append("TorchServe (pip install -e '.[peers]')")
+        if shutil.which("java") is None:
+            missing.append("Java 17 for TorchServe (FACEGEN_PEERS=1 scripts/system-deps.sh)")
+    if PYTRITON in systems and importlib.util.find_spec("pytriton") is None:
+        missing.append("PyTriton (pip install -e '.[peers]')")
+    if missing:
+        raise SystemExit(
+            "python -m bench --peers cannot run here: missing "
+            + "; ".join(missing)
+            + ". See docs/bench.md, Peers; --peer-systems chooses which peers to run."
+        )
+
+
 def versions(systems: list[str]) -> dict[str, str]:
     out = {"torch": torch.__version__, "python": platform.python_version()}
     for s in systems:
@@ -333,6 +354,7 @@ def versions(systems: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     # OpenMP's spin-wait steals the other servers' and the client's CPU (docs/bench.md,
     # findings): PASSIVE for all three servers alike, unless the caller chose otherwise.
+    preflight(args.systems)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     mode = TIMINGS["smoke" if args.smoke else "short" if args.short else "full"]
     timing = (

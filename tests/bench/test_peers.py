@@ -177,3 +177,25 @@ def test_medians_over_rounds_and_ratios() -> None:
             "labels": {"torchserve": "TorchServe"}}  # fmt: skip
     table = render(meta, med)
     assert "| TorchServe | 64 | 2.00 | 2.00 | 1.00 |" in table
+
+
+def test_peers_switch_has_its_own_help_and_says_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--peers", "--help"])
+    assert exit_help.value.code == 0 and "--peer-mode" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_bad:
+        main(["--peers", "--peer-systems", "ray"])
+    assert exit_bad.value.code == 2 and "unknown peer 'ray'" in capsys.readouterr().err
+
+
+def test_preflight_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from bench.peers import run
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"missing TorchServe .*PyTriton \(pip install -e '\.\[peers\]'\)"):
+        run.preflight(["facegen", "torchserve", "pytriton"])
+    run.preflight(["facegen"])  # facegen alone needs nothing more

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ from bench.peers.server import PeerOptions, PeerProcess
 from bench.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def infer_function(handler: FaceHandler) -> Callable[..., dict[str, np.ndarray]]:
+    """The model's function on one stacked batch: seed (B, 1) int64 -> png (B, 1) bytes."""
+
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        seeds = inputs[SEED_INPUT][:, 0]  # (B, 1) -> (B,)
+        pngs = handler.handle([int(s) for s in seeds])
+        # dtype object keeps every byte (a fixed-width bytes_ array drops trailing NULs).
+        return {PNG_OUTPUT: np.array(pngs, dtype=object).reshape(-1, 1)}
+
+    return infer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from pytriton.triton import Triton, TritonConfig
 
     handler = FaceHandler(args.artifact, args.mode, args.png_level, args.torch_threads or None)
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        seeds = inputs[SEED_INPUT][:, 0]  # (B, 1) int64 -> (B,)
-        pngs = handler.handle([int(s) for s in seeds])
-        # dtype object keeps every byte (a fixed-width bytes_ array drops trailing NULs).
-        return {PNG_OUTPUT: np.array(pngs, dtype=object).reshape(-1, 1)}
+    infer = batch(infer_function(handler))
 
     config = TritonConfig(
         http_address="127.0.0.1",

@@ -199,3 +199,51 @@ def test_preflight_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(SystemExit, match=r"missing TorchServe .*PyTriton \(pip install -e '\.\[peers\]'\)"):
         run.preflight(["facegen", "torchserve", "pytriton"])
     run.preflight(["facegen"])  # facegen alone needs nothing more
+
+
+class FakeContext:
+    """What TorchServe hands a module-level handler: the model's YAML config, response types."""
+
+    def __init__(self, handler_config: dict[str, object]) -> None:
+        self.model_yaml_config = {"handler": handler_config}
+        self.content_types: dict[int, str] = {}
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.content_types[idx] = value
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_torchserve_entry_point_and_its_config(
+    tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from bench.peers import torchserve, ts_entry
+    from bench.peers.server import PeerOptions
+
+    artifact = ModelStore(tiny_store).resolve()
+    opts = PeerOptions(artifact, "per-row", png_level=1, torch_threads=1)
+    config = yaml.safe_load(torchserve.model_config_yaml(opts, tmp_path / "stats.json"))
+    assert {k: config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay")} == {
+        "minWorkers": 1, "maxWorkers": 1, "batchSize": 64, "maxBatchDelay": 5
+    }  # fmt: skip
+    assert Path(config["handler"]["artifact"]) == artifact.resolve()
+
+    ctx = FakeContext(config["handler"])
+    monkeypatch.setattr(ts_entry, "_handler", None)  # a fresh worker (restored afterwards)
+    assert ts_entry.handle(None, ctx) is None  # TorchServe's load call: the artifact is loaded
+    # One dynamic batch of two requests; TorchServe passes bodies as bytearray under "body" or "data".
+    pngs = ts_entry.handle([{"body": bytearray(b"3")}, {"data": b" 4\n"}], ctx)
+    assert pngs == FaceHandler(artifact, "per-row", 1, torch_threads=1).handle([3, 4])
+    assert ctx.content_types == {0: "image/png", 1: "image/png"}
+    assert read_stats(tmp_path / "stats.json") == (1.0, 2.0)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pytriton_infer_function_returns_one_png_per_row(tiny_store: Path) -> None:
+    from bench.peers.pytriton import infer_function
+
+    handler = FaceHandler(ModelStore(tiny_store).resolve(), "per-row", 1, torch_threads=1)
+    out = infer_function(handler)(seed=np.array([[5], [6], [7]], dtype=np.int64))["png"]
+    assert out.shape == (3, 1) and out.dtype == object
+    assert list(out[:, 0]) == handler.handle([5, 6, 7])

@@ -26,6 +26,7 @@ from bench.loadgen import RequestSpec
 FACEGEN, TORCHSERVE, PYTRITON = "facegen", "torchserve", "pytriton"
 SYSTEMS = (FACEGEN, TORCHSERVE, PYTRITON)
 PEERS = (TORCHSERVE, PYTRITON)
+LABELS = {FACEGEN: "facegen", TORCHSERVE: "TorchServe", PYTRITON: "PyTriton"}
 MODEL = "faces"  # the model name both peers serve
 SEED_INPUT, PNG_OUTPUT = "seed", "png"
 TRITON_HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -16,50 +16,34 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
-import io
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import torch
-from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.cli import chunk_rows, server_env
 from bench.loadgen import Timing, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, ModelChoice, choose_model
 from bench.peers import procs, protocol
-from bench.peers.handler import MODES, read_stats
-from bench.peers.protocol import FACEGEN, PEERS, PYTRITON, TORCHSERVE
+from bench.peers.counters import facegen_counters, torchserve_counters, triton_counters
+from bench.peers.handler import MODES
+from bench.peers.identity import check_identity
+from bench.peers.protocol import FACEGEN, LABELS, PEERS, PYTRITON, TORCHSERVE
 from bench.peers.report import PeerCell, medians, ratios, render
-from bench.peers.server import PeerOptions
-from bench.scrape import scrape
+from bench.peers.server import PeerOptions, System
 from bench.server import ServerProcess
 from bench.stats import summarize
 from bench.workloads import MODES as TIMINGS
 
-IDENTITY_SEEDS = range(16)
 SETTLE_CAP_S = 60.0
-LABELS = {FACEGEN: "facegen", TORCHSERVE: "TorchServe", PYTRITON: "PyTriton"}
 DISTS = {TORCHSERVE: "torchserve", PYTRITON: "nvidia-pytriton"}
-TRITON_COUNTERS = ("nv_inference_exec_count", "nv_inference_request_success")  # (calls, rows)
-Counters = Callable[[], Awaitable[tuple[float, float] | None]]  # () -> (model calls, rows)
-
-
-@dataclasses.dataclass
-class System:
-    name: str
-    url: str
-    pid: int
-    counters: Counters
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,88 +103,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if s not in PEERS:
             p.error(f"--peer-systems: unknown peer {s!r}; use {', '.join(PEERS)}.")
     return args
-
-
-# ---------------------------------------------------------------------- counters
-
-
-def facegen_counters(client: httpx.AsyncClient, url: str) -> Counters:
-    async def read() -> tuple[float, float] | None:
-        c = await scrape(client, url)
-        return (c.calls["decode"], c.rows["decode"]) if c.available else None
-
-    return read
-
-
-def torchserve_counters(stats: Path) -> Counters:
-    """TorchServe's metrics count requests, not handler calls: the handler's own counts."""
-
-    async def read() -> tuple[float, float] | None:
-        return read_stats(stats)
-
-    return read
-
-
-def triton_counters(client: httpx.AsyncClient, metrics_url: str) -> Counters:
-    """Triton's /metrics: ``nv_inference_exec_count`` (model executions) and
-    ``nv_inference_request_success`` (requests, one row each here)."""
-
-    async def read() -> tuple[float, float] | None:
-        try:
-            r = await client.get(f"{metrics_url}/metrics", timeout=10.0)
-            r.raise_for_status()
-        except httpx.HTTPError:
-            return None
-        return parse_triton_metrics(r.text)
-
-    return read
-
-
-def parse_triton_metrics(text: str, model: str = protocol.MODEL) -> tuple[float, float] | None:
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            name = s.name.removesuffix("_total")  # the parser names counter samples NAME_total
-            if s.labels.get("model") == model and name in TRITON_COUNTERS:
-                found[name] = found.get(name, 0.0) + s.value
-    if len(found) < 2:
-        return None
-    return found[TRITON_COUNTERS[0]], found[TRITON_COUNTERS[1]]
-
-
-# ---------------------------------------------------------------------- pixel identity
-
-
-async def fetch_faces(system: System, seeds: range) -> list[tuple[bytes, np.ndarray]]:
-    """(PNG, decoded pixels) per seed, all requests at once (so a peer batches them)."""
-    async with httpx.AsyncClient(timeout=120.0) as client:
-        pngs = await asyncio.gather(*[protocol.fetch_png(client, system.name, system.url, s) for s in seeds])
-    return [(png, np.asarray(Image.open(io.BytesIO(png)))) for png in pngs]
-
-
-async def check_identity(systems: list[System], mode: str) -> dict[str, dict[str, Any]]:
-    """Per peer: max |pixel difference| from facegen, seeds that differ, identical bytes."""
-    ours = await fetch_faces(systems[0], IDENTITY_SEEDS)
-    out: dict[str, dict[str, Any]] = {}
-    for peer in systems[1:]:
-        theirs = await fetch_faces(peer, IDENTITY_SEEDS)
-        diffs = [
-            int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) if a.shape == b.shape else 255
-            for (_, a), (_, b) in zip(ours, theirs, strict=True)
-        ]
-        out[peer.name] = {
-            "seeds": [IDENTITY_SEEDS.start, IDENTITY_SEEDS.stop - 1],
-            "max_abs_diff": max(diffs),
-            "seeds_differing": [s for s, d in zip(IDENTITY_SEEDS, diffs, strict=True) if d],
-            "png_bytes_identical": all(x == y for (x, _), (y, _) in zip(ours, theirs, strict=True)),
-        }
-        if mode == "per-row" and max(diffs):
-            raise SystemExit(
-                f"Pixel identity FAILED: {LABELS[peer.name]} (peer mode per-row) gave different pixels "
-                f"from facegen for seeds {out[peer.name]['seeds_differing']} (max |diff| {max(diffs)}); "
-                f"the comparison would not be of the same work. Nothing was timed."
-            )
-    return out
 
 
 # ---------------------------------------------------------------------- cells

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import httpx
 
+from bench.peers.counters import Counters
 from bench.peers.protocol import fetch_png
 
 READY_TIMEOUT_S = 180.0
@@ -32,6 +33,16 @@ class PeerOptions:
     torch_threads: int = 0
     max_batch_size: int = 64
     max_delay_ms: float = 5.0
+
+
+@dataclass
+class System:
+    """A started server of any of the three: where it listens, its process, its counters."""
+
+    name: str
+    url: str
+    pid: int
+    counters: Counters
 
 
 class PeerProcess:

@@ -19,9 +19,9 @@ from PIL import Image
 
 from bench.loadgen import RequestSpec
 from bench.peers import procs, protocol
+from bench.peers.counters import parse_triton_metrics
 from bench.peers.handler import FaceHandler, read_stats
 from bench.peers.report import PeerCell, medians, ratios, render
-from bench.peers.run import parse_triton_metrics
 from facegen_core.artifact import ModelStore
 from tests.service.live import LiveService
 

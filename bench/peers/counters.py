@@ -4,7 +4,7 @@ facegen: the ``facegen_batch_size`` histogram on ``/metrics`` (op ``decode``). P
 Triton's ``nv_inference_exec_count`` (model executions) and ``nv_inference_request_success``
 (requests, one row each here) on its metrics port. TorchServe: its metrics API counts requests
 (``ts_inference_requests_total``) but not handler calls (``PredictionTime`` is a gauge), so the
-handler writes its own counts to a file (``FaceHandler(stats_path=...)``).
+handler counts in a memory-mapped file (``FaceHandler(stats_path=...)``).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def build_archive(opts: PeerOptions, workdir: Path) -> Path:
     store = workdir / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     config = workdir / "model-config.yaml"
-    config.write_text(model_config_yaml(opts, workdir / "handler-stats.json"))
+    config.write_text(model_config_yaml(opts, workdir / "handler-stats.bin"))
     subprocess.run(
         [
             bin_path("torch-model-archiver"),
@@ -100,4 +100,4 @@ def server(opts: PeerOptions, workdir: Path, env: dict[str, str]) -> tuple[PeerP
     # The workers are started by Java from PATH's python: make it this interpreter's.
     path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = PeerProcess(TORCHSERVE, cmd, {**env, "PATH": path}, f"http://127.0.0.1:{ports[0]}", cwd=workdir)
-    return proc, f"http://127.0.0.1:{ports[2]}", workdir / "handler-stats.json"
+    return proc, f"http://127.0.0.1:{ports[2]}", workdir / "handler-stats.bin"

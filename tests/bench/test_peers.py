@@ -128,8 +128,9 @@ def test_per_row_handler_makes_facegens_pngs(
         httpx.post(f"{facegen_1row.url}/generate", json={"seed": s, "n": 1}, timeout=60).content
         for s in SEEDS
     ]
-    stats = tmp_path / "stats.json"
+    stats = tmp_path / "stats.bin"
     handler = FaceHandler(ModelStore(tiny_store).resolve(), "per-row", 1, torch_threads=1, stats_path=stats)
+    assert read_stats(tmp_path / "absent") is None
     assert read_stats(stats) == (0.0, 0.0)
     # Two batches of different sizes: a seed's face must not depend on its batch.
     made = handler.handle(list(SEEDS[:5])) + handler.handle(list(SEEDS[5:]))
@@ -223,7 +224,7 @@ def test_torchserve_entry_point_and_its_config(
 
     artifact = ModelStore(tiny_store).resolve()
     opts = PeerOptions(artifact, "per-row", png_level=1, torch_threads=1)
-    config = yaml.safe_load(torchserve.model_config_yaml(opts, tmp_path / "stats.json"))
+    config = yaml.safe_load(torchserve.model_config_yaml(opts, tmp_path / "stats.bin"))
     assert {k: config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay")} == {
         "minWorkers": 1, "maxWorkers": 1, "batchSize": 64, "maxBatchDelay": 5
     }  # fmt: skip
@@ -236,7 +237,7 @@ def test_torchserve_entry_point_and_its_config(
     pngs = ts_entry.handle([{"body": bytearray(b"3")}, {"data": b" 4\n"}], ctx)
     assert pngs == FaceHandler(artifact, "per-row", 1, torch_threads=1).handle([3, 4])
     assert ctx.content_types == {0: "image/png", 1: "image/png"}
-    assert read_stats(tmp_path / "stats.json") == (1.0, 2.0)
+    assert read_stats(tmp_path / "stats.bin") == (1.0, 2.0)
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -1,5 +1,7 @@
 """``python -m bench``: the raw model's ceiling (a), the service with batching off (b) and on (c).
 
+``python -m bench --peers``: facegen against TorchServe and PyTriton instead (bench/peers/run.py).
+
 See docs/bench.md for the method, the columns and the target checks.
 """
 
@@ -137,6 +139,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile-cell", default="gen1:64", help="WORKLOAD:CONCURRENCY to profile (default gen1:64)"
     )
     p.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: facegen against TorchServe and PyTriton on the same model (the `peers` extra; "
+        "its own options: python -m bench --peers --help; docs/bench.md, Peers)",
+    )
     args = p.parse_args(argv)
     for u in (args.url, args.url_off):
         if u is not None and urlsplit(u).hostname not in LOOPBACK:
@@ -401,6 +409,11 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--peers" in (sys.argv[1:] if argv is None else argv):
+        # facegen vs TorchServe and PyTriton (the optional `peers` extra): its own flags.
+        from bench.peers.run import main as peers_main
+
+        return peers_main(argv)
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -57,8 +57,11 @@ class RequestSpec:
     files: tuple[tuple[str, str, bytes, str], ...] = ()  # multipart (field, filename, bytes, type)
     form: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
+    raw_seed: bool = False  # the body is the seed as decimal text (TorchServe's /predictions)
 
     def request_kwargs(self, seed: int) -> dict[str, Any]:
+        if self.raw_seed:
+            return {"content": str(seed).encode(), "headers": {"Content-Type": "text/plain"}}
         if self.files:
             return {
                 "files": [(f, (name, data, ctype)) for f, name, data, ctype in self.files],
@@ -68,9 +71,11 @@ class RequestSpec:
         for i, dotted in enumerate(self.seed_fields):
             *parents, leaf = dotted.split(".")
             node = body
-            for p in parents:
-                node = node[p]
-            node[leaf] = seed + i  # interpolate's end seed differs from its start seed
+            for p in parents:  # a list is indexed by number (KServe v2's "inputs.0.data.0")
+                node = node[int(p)] if isinstance(node, list) else node[p]
+            node[int(leaf) if isinstance(node, list) else leaf] = (
+                seed + i
+            )  # interpolate's end seed differs from its start seed
         return {"json": body}
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +86,7 @@ class RequestSpec:
             "seed_fields": list(self.seed_fields),
             "form": self.form,
             "method": self.method,
+            "raw_seed": self.raw_seed,
             "files": [[f, n, base64.b64encode(d).decode(), t] for f, n, d, t in self.files],
         }
 
@@ -95,6 +101,7 @@ class RequestSpec:
             files,
             dict(d["form"]),
             d["method"],
+            bool(d.get("raw_seed", False)),
         )
 
 

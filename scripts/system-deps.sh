@@ -8,6 +8,8 @@
 # (tests/deploy/test_podman_stack.py, scripts/podman_stack.py); CI's default suite does not need them.
 # and the browser the playground tests drive (tests/service/test_playground.py, via Playwright):
 #   chromium              <- Debian package `chromium`
+# With FACEGEN_PEERS=1 also Java for TorchServe (openjdk-17-jre-headless), for the opt-in
+# `python -m bench --peers` and tests/bench/test_peers_smoke.py; CI's default suite does not need it.
 # Installed only when missing and when we are root on a Debian/Ubuntu system (CI is);
 # otherwise the tests that need them skip, each with a reason naming the package.
 set -euo pipefail
@@ -19,6 +21,9 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 if [ "${FACEGEN_PODMAN:-0}" = 1 ]; then
   for tool in podman runc mmdebstrap catatonit; do command -v "$tool" >/dev/null || need+=("$tool"); done
+fi
+if [ "${FACEGEN_PEERS:-0}" = 1 ]; then
+  command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -32,8 +32,15 @@ def facegen_counters(client: httpx.AsyncClient, url: str) -> Counters:
 
 
 def torchserve_counters(stats: Path) -> Counters:
+    """The handler's (calls, rows): its file, or with several workers the sum of theirs
+    (``stats.PID``, one per worker process)."""
+
     async def read() -> tuple[float, float] | None:
-        return read_stats(stats)
+        found = [read_stats(f) for f in [stats, *sorted(stats.parent.glob(stats.name + ".*"))]]
+        counts = [c for c in found if c is not None]
+        if not counts:
+            return None
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     return read
 

@@ -26,7 +26,24 @@ from bench.loadgen import RequestSpec
 FACEGEN, TORCHSERVE, PYTRITON = "facegen", "torchserve", "pytriton"
 SYSTEMS = (FACEGEN, TORCHSERVE, PYTRITON)
 PEERS = (TORCHSERVE, PYTRITON)
-LABELS = {FACEGEN: "facegen", TORCHSERVE: "TorchServe", PYTRITON: "PyTriton"}
+# Variants served in the same run: facegen with batching off ((b) of python -m bench), and
+# TorchServe with several single-thread workers (its per-core default, threads split).
+FACEGEN_OFF, TORCHSERVE_WORKERS = "facegen-off", "torchserve-workers"
+BASE = {FACEGEN_OFF: FACEGEN, TORCHSERVE_WORKERS: TORCHSERVE}
+LABELS = {
+    FACEGEN: "facegen",
+    TORCHSERVE: "TorchServe",
+    PYTRITON: "PyTriton",
+    FACEGEN_OFF: "facegen, batching off",
+    TORCHSERVE_WORKERS: "TorchServe, N workers",  # run.py names N
+}
+
+
+def base(system: str) -> str:
+    """The system a variant is served by (its requests and answers are that system's)."""
+    return BASE.get(system, system)
+
+
 MODEL = "faces"  # the model name both peers serve
 SEED_INPUT, PNG_OUTPUT = "seed", "png"
 TRITON_HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -42,6 +59,7 @@ def triton_body(seed: int) -> dict[str, Any]:
 
 def spec(system: str) -> RequestSpec:
     """The load generator's request for ``system`` (fresh seeds per request)."""
+    system = base(system)
     if system == FACEGEN:
         body = {"n": 1, "seed": 0, "temperature": 1.0, "format": "png"}  # bench/workloads.py gen1
         return RequestSpec("/generate", 1, body, ("seed",))

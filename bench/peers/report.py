@@ -92,6 +92,7 @@ def render(meta: dict[str, Any], med: Table) -> str:
                 f"| {_fmt(r['server_cpu_ms_per_request'], 2)} | {_fmt(r['rss_mib'], 0)} "
                 f"| {int(r['errors'] or 0)} |"
             )
+    lines += _ceiling_lines(meta, med)
     lines += ["", "Ratios facegen / peer (req/s > 1: facegen faster; p99 and CPU < 1: facegen better):", ""]
     lines += ["| peer | concurrency | req/s | p99 | server CPU / request |", "|---|---|---|---|---|"]
     for peer, by_conc in ratios(med).items():
@@ -101,3 +102,35 @@ def render(meta: dict[str, Any], med: Table) -> str:
                 f"| {_fmt(r['p99_ms'], 2)} | {_fmt(r['server_cpu_ms_per_request'], 2)} |"
             )
     return "\n".join(lines)
+
+
+CEILING_ROWS = (
+    ("batch_1", "batch 1"),
+    ("batch_max", "one pass of the max batch"),
+    ("batch_max_chunked", "max batch as the service computes it (1-row passes on its row lanes)"),
+)
+
+
+def _ceiling_lines(meta: dict[str, Any], med: Table) -> list[str]:
+    """(a) the raw model + PNG in this run, and facegen's served req/s at the highest
+    concurrency against the ceiling computed the way the service computes."""
+    ceiling = meta.get("ceiling")
+    if not ceiling:
+        return []
+    lines = ["", "(a) ceiling in this run: raw decoder + PNG, no HTTP", "", "| batch | img/s |", "|---|---|"]
+    for key, name in CEILING_ROWS:
+        if key in ceiling:
+            lines.append(f"| {name} | {_fmt(ceiling[key]['images_per_s'])} |")
+    ours = med.get(FACEGEN, {})
+    chunked = ceiling.get("batch_max_chunked")
+    if ours and chunked:
+        conc = max(ours)
+        served = ours[conc].get("requests_per_s")
+        if served:
+            frac = served / chunked["images_per_s"]
+            lines += [
+                "",
+                f"facegen at concurrency {conc}: {served:.1f} img/s = {frac:.0%} of the ceiling "
+                "as the service computes it.",
+            ]
+    return lines

@@ -28,19 +28,21 @@ from typing import Any
 import httpx
 import torch
 
-from bench.cli import chunk_rows, server_env
+from bench.ceiling import RawBench, measure_ceiling, png_encoder
+from bench.cli import chunk_rows, row_threads, server_env
 from bench.loadgen import Timing, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, ModelChoice, choose_model
 from bench.peers import procs, protocol
 from bench.peers.counters import facegen_counters, torchserve_counters, triton_counters
 from bench.peers.handler import MODES
 from bench.peers.identity import check_identity
-from bench.peers.protocol import FACEGEN, LABELS, PEERS, PYTRITON, TORCHSERVE
+from bench.peers.protocol import FACEGEN, FACEGEN_OFF, LABELS, PEERS, PYTRITON, TORCHSERVE, TORCHSERVE_WORKERS
 from bench.peers.report import PeerCell, medians, ratios, render
 from bench.peers.server import PeerOptions, System
 from bench.server import ServerProcess
 from bench.stats import summarize
 from bench.workloads import MODES as TIMINGS
+from facegen_core.artifact import load_artifact
 
 SETTLE_CAP_S = 60.0
 DISTS = {TORCHSERVE: "torchserve", PYTRITON: "nvidia-pytriton"}
@@ -95,6 +97,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-delay-ms", type=float, default=5.0, help="the peers' max batch delay (default 5 ms)"
     )
+    p.add_argument(
+        "--facegen-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also serve facegen with batching off (FACEGEN_MAX_BATCH_SIZE=1), (b) of python -m bench",
+    )
+    p.add_argument(
+        "--torchserve-workers",
+        type=int,
+        default=0,
+        help="also serve TorchServe with this many workers, the torch threads split among them "
+        "(its default is one worker per core); 0: not",
+    )
+    p.add_argument(
+        "--ceiling-s", type=float, default=None, help="seconds of the raw-model ceiling (a) (default: mode's)"
+    )
     p.add_argument("--client-procs", type=int, default=1, help="load-generator processes (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -102,6 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in args.systems[1:]:
         if s not in PEERS:
             p.error(f"--peer-systems: unknown peer {s!r}; use {', '.join(PEERS)}.")
+    if args.facegen_off:
+        args.systems.insert(1, FACEGEN_OFF)
+    if args.torchserve_workers > 1 and TORCHSERVE in args.systems:
+        args.systems.insert(args.systems.index(TORCHSERVE) + 1, TORCHSERVE_WORKERS)
     return args
 
 
@@ -153,7 +175,7 @@ async def measure(system: System, conc: int, rnd: int, timing: Timing, procs_n: 
         rss_mib=edges["rss"],
     )
     print(
-        f"  round {rnd} {LABELS[system.name]:<10} c={conc:<3} {s.requests_per_s:7.1f} req/s "
+        f"  round {rnd} {LABELS[system.name]:<22} c={conc:<3} {s.requests_per_s:7.1f} req/s "
         f"p50 {s.p50_ms or 0:6.1f} ms p99 {s.p99_ms or 0:6.1f} ms errors {s.errors} "
         f"rows/call {cell.rows_per_call and round(cell.rows_per_call, 1)} "
         f"cpu {cell.server_cpu_ms_per_request and round(cell.server_cpu_ms_per_request, 2)} ms/req",
@@ -197,6 +219,12 @@ def start_all(
     print("starting facegen (python -m service) ...", file=sys.stderr, flush=True)
     srv = stack.enter_context(ServerProcess(fenv, label="peers-facegen"))
     systems = [System(FACEGEN, srv.url, srv.pid, facegen_counters(client, srv.url))]
+    if FACEGEN_OFF in args.systems:
+        print("starting facegen with batching off ...", file=sys.stderr, flush=True)
+        off = stack.enter_context(
+            ServerProcess({**fenv, "FACEGEN_MAX_BATCH_SIZE": "1"}, label="peers-facegen-off")
+        )
+        systems.append(System(FACEGEN_OFF, off.url, off.pid, facegen_counters(client, off.url)))
     opts = PeerOptions(
         model.path,
         args.peer_mode,
@@ -206,12 +234,18 @@ def start_all(
         args.max_delay_ms,
     )
     for peer in args.systems[1:]:
-        print(f"starting {LABELS[peer]} ...", file=sys.stderr, flush=True)
-        if peer == TORCHSERVE:
+        if peer == FACEGEN_OFF:
+            continue
+        print(f"starting {label(peer, args)} ...", file=sys.stderr, flush=True)
+        if peer in (TORCHSERVE, TORCHSERVE_WORKERS):
             from bench.peers import torchserve
 
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facegen-bench-ts-")))
-            proc, _, stats = torchserve.server(opts, workdir, env)
+            ts_opts = opts
+            if peer == TORCHSERVE_WORKERS:
+                n = args.torchserve_workers
+                ts_opts = dataclasses.replace(opts, workers=n, torch_threads=max(1, args.torch_threads // n))
+            proc, _, stats = torchserve.server(ts_opts, workdir, env)
             stack.enter_context(proc)
             systems.append(System(peer, proc.url, proc.pid, torchserve_counters(stats)))
         else:
@@ -221,6 +255,30 @@ def start_all(
             stack.enter_context(proc)
             systems.append(System(peer, proc.url, proc.pid, triton_counters(client, metrics_url)))
     return systems
+
+
+def ceiling(args: argparse.Namespace, model: ModelChoice, seconds: float) -> dict[str, Any]:
+    """(a) of python -m bench in this run: the raw decoder + the service's PNG encoding, batch 1,
+    64 rows in one pass, and 64 rows as the service computes them (1-row passes on its row
+    lanes); alternated rounds. Measured before the servers start, with the servers' threads."""
+    torch.set_num_threads(args.torch_threads)
+    art = load_artifact(model.path)
+    encode, _ = png_encoder(model.name, model.version, args.png_compress_level)
+    lanes = row_threads(argparse.Namespace(server_env=[]), "cpu")
+    raw = RawBench(art.decoder, art.config.latent_dim, torch.device("cpu"), "fp32", encode, lanes)
+    try:
+        res = measure_ceiling(raw, args.max_batch_size, 1, seconds, rounds=3)
+    finally:
+        if raw.lanes is not None:
+            raw.lanes.shutdown()
+    return {"row_threads": lanes, **{k: v.to_dict() for k, v in res.items()}}
+
+
+def label(system: str, args: argparse.Namespace) -> str:
+    if system == TORCHSERVE_WORKERS:
+        n = args.torchserve_workers
+        return f"TorchServe, {n} workers x {max(1, args.torch_threads // n)} thread(s)"
+    return LABELS[system]
 
 
 def preflight(systems: list[str]) -> None:
@@ -279,9 +337,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peer_max_delay_ms": args.max_delay_ms,
         "timing": dataclasses.asdict(timing),
         "versions": versions(args.systems),
-        "labels": LABELS,
+        "labels": {system: label(system, args) for system in LABELS},
     }
     try:
+        print("(a) ceiling: raw decoder + PNG, no HTTP ...", file=sys.stderr, flush=True)
+        meta["ceiling"] = ceiling(args, model, mode.ceiling_s if args.ceiling_s is None else args.ceiling_s)
         with contextlib.ExitStack() as stack:
 
             async def go() -> tuple[dict[str, Any], list[PeerCell]]:

@@ -33,6 +33,7 @@ class PeerOptions:
     torch_threads: int = 0
     max_batch_size: int = 64
     max_delay_ms: float = 5.0
+    workers: int = 1  # TorchServe workers (processes), each with torch_threads threads
 
 
 @dataclass

@@ -27,8 +27,8 @@ ENTRY = Path(__file__).with_name("ts_entry.py")
 def model_config_yaml(opts: PeerOptions, stats_path: Path) -> str:
     return "\n".join(
         [
-            "minWorkers: 1",
-            "maxWorkers: 1",
+            f"minWorkers: {opts.workers}",
+            f"maxWorkers: {opts.workers}",
             f"batchSize: {opts.max_batch_size}",
             f"maxBatchDelay: {round(opts.max_delay_ms)}",  # milliseconds (an integer)
             "responseTimeout: 120",
@@ -38,6 +38,7 @@ def model_config_yaml(opts: PeerOptions, stats_path: Path) -> str:
             f"  png_level: {opts.png_level}",
             f"  torch_threads: {opts.torch_threads}",
             f"  stats_path: {str(stats_path)!r}",
+            f"  workers: {opts.workers}",
             "",
         ]
     )
@@ -78,7 +79,7 @@ def build_archive(opts: PeerOptions, workdir: Path) -> Path:
 def server(opts: PeerOptions, workdir: Path, env: dict[str, str]) -> tuple[PeerProcess, str, Path]:
     """(the unstarted server, its metrics URL, the handler's stats file)."""
     store = build_archive(opts, workdir)
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(5)]
     props = workdir / "config.properties"
     props.write_text(
         "\n".join(
@@ -86,6 +87,11 @@ def server(opts: PeerOptions, workdir: Path, env: dict[str, str]) -> tuple[PeerP
                 f"inference_address=http://127.0.0.1:{ports[0]}",
                 f"management_address=http://127.0.0.1:{ports[1]}",
                 f"metrics_address=http://127.0.0.1:{ports[2]}",
+                # Its own gRPC ports and worker socket numbers (/tmp/.ts.sock.PORT), so two
+                # TorchServes (or another program on 7070/9000) can run side by side.
+                f"grpc_inference_port={ports[3]}",
+                f"grpc_management_port={ports[4]}",
+                f"initial_worker_port={20000 + ports[0] % 20000}",
                 "metrics_mode=prometheus",
                 "disable_token_authorization=true",
                 "enable_model_api=false",
@@ -99,5 +105,10 @@ def server(opts: PeerOptions, workdir: Path, env: dict[str, str]) -> tuple[PeerP
     cmd = [bin_path("torchserve"), "--start", "--foreground", "--ncs", "--ts-config", str(props)]
     # The workers are started by Java from PATH's python: make it this interpreter's.
     path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = PeerProcess(TORCHSERVE, cmd, {**env, "PATH": path}, f"http://127.0.0.1:{ports[0]}", cwd=workdir)
+    # TorchServe refuses to start while its pid file (in TMPDIR) names a live server: each
+    # instance gets its own TMPDIR, so a run can serve two configurations side by side.
+    tmp = workdir / "tmp"
+    tmp.mkdir(exist_ok=True)
+    proc_env = {**env, "PATH": path, "TMPDIR": str(tmp)}
+    proc = PeerProcess(TORCHSERVE, cmd, proc_env, f"http://127.0.0.1:{ports[0]}", cwd=workdir)
     return proc, f"http://127.0.0.1:{ports[2]}", workdir / "handler-stats.bin"

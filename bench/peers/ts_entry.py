@@ -10,6 +10,7 @@ each answer is that seed's PNG bytes.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.peers.handler import FaceHandler
@@ -28,12 +29,15 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
     global _handler
     if _handler is None:
         opts = (context.model_yaml_config or {}).get("handler", {})
+        stats = opts.get("stats_path")
+        if stats and int(opts.get("workers", 1)) > 1:  # one counter file per worker process
+            stats = f"{stats}.{os.getpid()}"
         _handler = FaceHandler(
             opts["artifact"],
             opts.get("mode", "per-row"),
             int(opts.get("png_level", 1)),
             int(opts.get("torch_threads", 0)) or None,
-            opts.get("stats_path"),
+            stats,
         )
     if data is None:
         return None

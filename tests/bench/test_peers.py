@@ -248,3 +248,25 @@ def test_pytriton_infer_function_returns_one_png_per_row(tiny_store: Path) -> No
     out = infer_function(handler)(seed=np.array([[5], [6], [7]], dtype=np.int64))["png"]
     assert out.shape == (3, 1) and out.dtype == object
     assert list(out[:, 0]) == handler.handle([5, 6, 7])
+
+
+def test_torchserve_with_workers_counts_every_worker(tmp_path: Path) -> None:
+    """Several TorchServe workers each count in their own file (stats.PID); the counters sum
+    them, and the model config asks for that many workers."""
+    import asyncio
+
+    import yaml
+
+    from bench.peers import torchserve
+    from bench.peers.counters import torchserve_counters
+    from bench.peers.handler import STATS
+    from bench.peers.server import PeerOptions
+
+    opts = PeerOptions(tmp_path, "per-row", png_level=1, torch_threads=1, workers=2)
+    config = yaml.safe_load(torchserve.model_config_yaml(opts, tmp_path / "stats.bin"))
+    assert (config["minWorkers"], config["maxWorkers"], config["handler"]["workers"]) == (2, 2, 2)
+    read = torchserve_counters(tmp_path / "stats.bin")
+    assert asyncio.run(read()) is None  # no worker has counted yet
+    (tmp_path / "stats.bin.101").write_bytes(STATS.pack(3, 40))
+    (tmp_path / "stats.bin.102").write_bytes(STATS.pack(2, 9))
+    assert asyncio.run(read()) == (5.0, 49.0)

@@ -111,15 +111,16 @@ class InProcessService:
         return self
 
     def _wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until the model is loaded and warm (read from the app itself: with API keys on, or
+        other open paths, a probe over HTTP could be refused)."""
         deadline = time.monotonic() + timeout_s
-        with self.client() as c:
-            while time.monotonic() < deadline:
-                r = c.get("/readyz")
-                if r.status_code == 200:
-                    return
-                if c.get("/models").json()["loaded"]["state"] == "failed":
-                    raise AssertionError(f"The in-process model failed to load: {r.text}")
-                time.sleep(0.05)
+        while time.monotonic() < deadline:
+            runner = self.app.state.services.runner
+            if runner.ready:
+                return
+            if runner.state == "failed":
+                raise AssertionError(f"The in-process model failed to load: {runner.reason}")
+            time.sleep(0.05)
         raise AssertionError(f"The in-process app was not ready in {timeout_s:.0f} s.")
 
     def __exit__(self, *exc: object) -> None:

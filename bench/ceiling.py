@@ -87,7 +87,7 @@ class RawBench:
         passes make a face's pixels independent of what it was batched with)."""
         if chunk >= z.shape[0]:
             return self.decoder(z)
-        return run_passes(self.decoder, z, chunk, self.lanes, self.row_threads, self.device, self.precision)
+        return run_passes(self.decoder, z, chunk, self.lanes, self.device, self.precision)
 
     def _batch(self, z: torch.Tensor, chunk: int) -> tuple[float, float]:
         t = time.perf_counter()

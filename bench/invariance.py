@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         dec, prior, dim = art.decoder, art.prior, art.config.latent_dim
         lanes = lane_pool(lanes_n) if lanes_n > 1 else None
         ways: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-            "service (1-row passes on row lanes)": lambda z: run_passes(dec, z, 1, lanes, lanes_n),
+            "service (1-row passes on row lanes)": lambda z: run_passes(dec, z, 1, lanes),
             "one pass per batch": dec,
         }
         sizes = range(1, args.max_batch + 1)

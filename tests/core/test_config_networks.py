@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from facegen_core import Discriminator, ModelConfig, build_autoencoder, count_parameters
 
@@ -42,3 +43,33 @@ def test_config_round_trip_and_validation(tmp_path) -> None:
         ModelConfig(channels=2)
     with pytest.raises(ValueError, match="Unknown model config keys"):
         ModelConfig.from_dict({"image_size": 64, "bogus": 1})
+
+
+def test_nearest_up2_is_nn_upsample_bit_for_bit() -> None:
+    """The decoder's ×2 upsampling (a broadcast view on NCHW, interpolate on channels-last)
+    gives nn.Upsample's values exactly, and its gradients, in both memory formats."""
+    from facegen_core.networks import NearestUp2
+
+    g = torch.Generator().manual_seed(0)
+    ref = nn.Upsample(scale_factor=2, mode="nearest")
+    for shape in ((1, 256, 8, 8), (3, 5, 7, 9)):
+        x = torch.randn(shape, generator=g)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            a = x.clone(memory_format=fmt).requires_grad_()
+            b = x.clone(memory_format=fmt).requires_grad_()
+            out, expected = NearestUp2()(a), ref(b)
+            assert torch.equal(out, expected) and out.shape == (
+                shape[0],
+                shape[1],
+                2 * shape[2],
+                2 * shape[3],
+            )
+            w = torch.randn(out.shape, generator=g)
+            (out * w).sum().backward()
+            (expected * w).sum().backward()
+            # The backward sums each 2×2 block in another order: equal up to float rounding.
+            assert a.grad is not None and b.grad is not None
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+        assert NearestUp2()(x.to(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=torch.channels_last
+        )

@@ -137,6 +137,14 @@ def restore(nets: Nets, state: dict[str, Any], device: torch.device) -> None:
     _set_rng_state(state["rng"], device)
 
 
+def saved_args(run_dir: Path) -> dict[str, Any]:
+    """The flags a run's last checkpoint was saved with ({} when it has none)."""
+    try:
+        return dict(json.loads((run_dir / CHECKPOINT_JSON).read_text())["args"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
     """(the run's flags: the checkpoint's, but ``RESUME_OVERRIDES`` from ``args``; its state)."""
     state = load_checkpoint(Path(args.run_dir))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from facegen_core.config import CROP_MODES, UPSAMPLE_MODES
 from facegen_core.networks import DIS_NORMS
+from training.checkpoint import saved_args
 from training.losses import GAN_LOSSES
 
 
@@ -247,6 +248,14 @@ def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, k, v)
     if args.run_dir is None:
         args.run_dir = str(Path("runs") / args.name)
+    if args.resume:
+        # A resumed run exports where the run was going to, unless told otherwise: the
+        # parser's defaults once sent a resumed fine-tune into model_store/facegen.
+        explicit = _explicit_dests(argv)
+        saved = saved_args(Path(args.run_dir))
+        for k in ("store", "name"):
+            if k not in explicit and k in saved:
+                setattr(args, k, saved[k])
     if args.batch_size < 1 or args.max_steps < 0:
         p.error("--batch-size must be >= 1 and --max-steps >= 0.")
     return args

@@ -71,3 +71,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
         assert {k: v for k, v in ra.items() if k not in ("wall_time_s", "sec_per_step")} == {
             k: v for k, v in rb.items() if k not in ("wall_time_s", "sec_per_step")
         }
+
+
+def test_a_resumed_run_exports_where_the_run_was_going(tmp_path: Path) -> None:
+    """--resume without --store/--name keeps the checkpoint's (once it fell back to the
+    parser's defaults, model_store/facegen); given explicitly, they still win."""
+    import json
+
+    from training.checkpoint import CHECKPOINT_JSON
+    from training.cli import parse_train_args
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CHECKPOINT_JSON).write_text(
+        json.dumps({"step": 5, "args": {"store": "runs/ft-store", "name": "faces64"}})
+    )
+    args = parse_train_args(["--resume", "--run-dir", str(run)])
+    assert (args.store, args.name) == ("runs/ft-store", "faces64")
+    args = parse_train_args(["--resume", "--run-dir", str(run), "--store", "elsewhere"])
+    assert (args.store, args.name) == ("elsewhere", "faces64")
+    fresh = parse_train_args(["--run-dir", str(run)])
+    assert (fresh.store, fresh.name) == ("model_store", "facegen")

@@ -99,6 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "max batch on CUDA); the ceiling also runs the max batch in passes of this many rows",
     )
     p.add_argument(
+        "--row-threads",
+        type=int,
+        default=0,
+        help="FACEGEN_ROW_THREADS, lane threads for a call of several passes (default 0: the "
+        "service's rule, torch's thread count on CPU); the ceiling uses as many",
+    )
+    p.add_argument(
         "--png-compress-level",
         type=int,
         default=1,
@@ -165,13 +172,13 @@ def chunk_rows(args: argparse.Namespace, device_type: str) -> int:
     return rule.effective_chunk_rows(device_type)
 
 
-def row_threads(args: argparse.Namespace, device_type: str) -> int:
-    """The row lanes the servers will run (FACEGEN_ROW_THREADS from --server-env, else the
-    service's rule), so the ceiling computes a batch as they do."""
+def row_threads(requested: int, device_type: str) -> int:
+    """The row lanes the servers run: ``requested`` (--row-threads, passed to them as
+    FACEGEN_ROW_THREADS), else the service's own rule with this process's torch threads, which
+    the servers get too (FACEGEN_TORCH_THREADS); so the ceiling computes a batch as they do."""
     from service.settings import Settings
 
-    value = dict(kv.partition("=")[::2] for kv in args.server_env).get("FACEGEN_ROW_THREADS", "0")
-    return Settings(row_threads=int(value)).effective_row_threads(device_type, torch.get_num_threads())
+    return Settings(row_threads=requested).effective_row_threads(device_type, torch.get_num_threads())
 
 
 def server_env(
@@ -188,6 +195,8 @@ def server_env(
         "FACEGEN_TORCH_THREADS": str(args.torch_threads),
         "FACEGEN_CHUNK_ROWS": str(chunk),
     }
+    if getattr(args, "row_threads", 0):
+        env["FACEGEN_ROW_THREADS"] = str(args.row_threads)
     if args.max_delay_ms is not None:
         env["FACEGEN_MAX_DELAY_MS"] = str(args.max_delay_ms)
     if args.max_queue_rows is not None:
@@ -327,7 +336,7 @@ def run(args: argparse.Namespace) -> Report:
         encode, png_desc = png_encoder(model.name, model.version, args.png_compress_level)
         print("(a) ceiling: raw decoder + PNG ...", file=sys.stderr, flush=True)
         chunk = chunk_rows(args, device.type)
-        lanes = row_threads(args, device.type)
+        lanes = row_threads(args.row_threads, device.type)
         raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode, lanes)
         ceiling = measure_ceiling(raw, args.max_batch_size, chunk, mode.ceiling_s, mode.ceiling_rounds)
         with torch.inference_mode():

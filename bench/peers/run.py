@@ -264,7 +264,7 @@ def ceiling(args: argparse.Namespace, model: ModelChoice, seconds: float) -> dic
     torch.set_num_threads(args.torch_threads)
     art = load_artifact(model.path)
     encode, _ = png_encoder(model.name, model.version, args.png_compress_level)
-    lanes = row_threads(argparse.Namespace(server_env=[]), "cpu")
+    lanes = row_threads(0, "cpu")  # facegen's server runs the service's rule
     raw = RawBench(art.decoder, art.config.latent_dim, torch.device("cpu"), "fp32", encode, lanes)
     try:
         res = measure_ceiling(raw, args.max_batch_size, 1, seconds, rounds=3)

@@ -81,6 +81,12 @@ class RawBench:
         # (batch, rows per forward pass) -> [(forward s, png s)] per batch
         self.times: dict[tuple[int, int], list[tuple[float, float]]] = {}
 
+    def close(self) -> None:
+        """Stop the row lanes (the servers measured next need the cores)."""
+        if self.lanes is not None:
+            self.lanes.shutdown()
+            self.lanes = None
+
     def _forward(self, z: torch.Tensor, chunk: int) -> torch.Tensor:
         """The decoder over z in passes of ``chunk`` rows, the last padded with zeros, on the
         row lanes, exactly as the service runs it (``service.runner.run_passes``: fixed-shape

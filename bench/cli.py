@@ -339,6 +339,7 @@ def run(args: argparse.Namespace) -> Report:
         lanes = row_threads(args.row_threads, device.type)
         raw = RawBench(decoder, cfg.latent_dim, device, args.precision, encode, lanes)
         ceiling = measure_ceiling(raw, args.max_batch_size, chunk, mode.ceiling_s, mode.ceiling_rounds)
+        raw.close()
         with torch.inference_mode():
             face = model_to_uint8(decoder(noise_for_seed(0, cfg.latent_dim)[None].to(device)))
         upload = upload_image(face[0].permute(1, 2, 0).cpu().numpy())

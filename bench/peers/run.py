@@ -269,8 +269,7 @@ def ceiling(args: argparse.Namespace, model: ModelChoice, seconds: float) -> dic
     try:
         res = measure_ceiling(raw, args.max_batch_size, 1, seconds, rounds=3)
     finally:
-        if raw.lanes is not None:
-            raw.lanes.shutdown()
+        raw.close()
     return {"row_threads": lanes, **{k: v.to_dict() for k, v in res.items()}}
 
 

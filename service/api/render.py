@@ -31,7 +31,7 @@ PNG, GIF, ZIP = "image/png", "image/gif", "application/zip"
 INLINE_MAX_PIXELS = 128 * 128  # one image up to this size is encoded on the event loop
 
 
-async def in_thread(
+async def run_timed(
     ctx: RequestContext, kind: str, fn: Callable[..., T], *args: Any, inline: bool = False
 ) -> T:
     """Run ``fn(*args)`` in the thread pool (or here, when ``inline``), adding its duration
@@ -62,7 +62,7 @@ async def grid_png(
 ) -> bytes:
     """One image for N = 1, else a grid of ``ncols`` (default ceil(√N)) columns."""
     ctx.images += len(images)
-    return await in_thread(
+    return await run_timed(
         ctx, "encode", imaging.encode_grid, images, text, level, ncols, inline=_small(images)
     )
 
@@ -79,7 +79,7 @@ async def b64_pngs(
 ) -> list[str]:
     """Each image as a base64 PNG with its own text chunks."""
     ctx.images += len(images)
-    return await in_thread(ctx, "encode", _b64_pngs, images, texts, level, inline=_small(images))
+    return await run_timed(ctx, "encode", _b64_pngs, images, texts, level, inline=_small(images))
 
 
 async def animation(
@@ -89,19 +89,19 @@ async def animation(
     ctx.images += len(frames)
     if fmt == "apng":
         return (
-            await in_thread(ctx, "encode", imaging.encode_apng, frames, text, duration_ms, level),
+            await run_timed(ctx, "encode", imaging.encode_apng, frames, text, duration_ms, level),
             PNG,
             "interpolation.png",
         )
     if fmt == "strip":
         return (
-            await in_thread(ctx, "encode", imaging.encode_strip, frames, text, level),
+            await run_timed(ctx, "encode", imaging.encode_strip, frames, text, level),
             PNG,
             "interpolation.png",
         )
     if fmt == "zip":
         return (
-            await in_thread(ctx, "encode", imaging.encode_zip, frames, text, level),
+            await run_timed(ctx, "encode", imaging.encode_zip, frames, text, level),
             ZIP,
             "interpolation.zip",
         )
@@ -110,7 +110,7 @@ async def animation(
         def gif() -> bytes:
             return imaging.encode_gif(frames, duration_ms, text=text)
 
-        return await in_thread(ctx, "encode", gif), GIF, "interpolation.gif"
+        return await run_timed(ctx, "encode", gif), GIF, "interpolation.gif"
     raise ValueError(f"Unknown animation format {fmt!r}.")
 
 

@@ -308,8 +308,8 @@ class ModelRunner:
         g = torch.Generator().manual_seed(0)
         rows = 2 * self.row_threads * self.chunk_rows
         probes: dict[str, tuple[Pass, torch.Tensor]] = {
-            "decode": (art.decoder, torch.randn((rows, info.latent_dim), generator=g)),
-            "encode": (
+            DECODE: (art.decoder, torch.randn((rows, info.latent_dim), generator=g)),
+            ENCODE: (
                 self._encode_pass,
                 torch.rand((rows, info.channels, info.image_size, info.image_size), generator=g) * 2 - 1,
             ),

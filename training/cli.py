@@ -186,6 +186,14 @@ def train_parser() -> argparse.ArgumentParser:
         help="Decay every learning rate linearly to zero over this last share of the run "
         "(of --max-minutes when set, else of --max-steps); 0 = constant.",
     )
+    g.add_argument(
+        "--train-part",
+        choices=("all", "encoder"),
+        default="all",
+        help="all = the VAE-GAN (Larsen et al. 2015, Algorithm 1); encoder = the encoder alone against "
+        "--init-from's frozen decoder, for reconstruction (training/encoder_step.py): samples and the "
+        "latent prior stay the artifact's.",
+    )
     g.add_argument("--seed", type=int, default=0, help="Seed of weights, split, batches and noise.")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda.")
     g.add_argument(

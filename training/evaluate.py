@@ -38,6 +38,7 @@ from training.data import DatasetError, FaceDataset, load_faces, split_indices
 from training.metrics_faces import DETECTOR, DetectorUnavailableError, face_found_rate
 from training.metrics_image import psnr_per_image, sharpness, ssim_per_image
 from training.model_card import CARD_FILE, write_card
+from training.photo_mask import inside_photo, masked_mse
 
 # Sample counts: "standard" is the protocol of the figures in the README and manifests;
 # "quick" (--quick) is a cheaper proxy for A/B comparisons between training recipes.
@@ -137,6 +138,19 @@ def record_for(manifest: dict[str, Any], ds: FaceDataset) -> dict[str, Any]:
     )
 
 
+def own_split_record(manifest: dict[str, Any], ds: FaceDataset) -> dict[str, Any]:
+    """A source record for ``ds`` split by the artifact's own rule (its first source's seed and
+    validation fraction, ``training.run_data.split_datasets``) over the whole data set."""
+    split = source_records(manifest)[0].get("split") or {}
+    seed, fraction = int(split.get("seed", 0)), float(split.get("val_fraction", 0.05))
+    _, val_idx = split_indices(len(ds), fraction, seed)
+    n_val = len(val_idx)
+    return {
+        "name": ds.source,
+        "split": {"seed": seed, "val_fraction": fraction, "train": len(ds) - n_val, "val": n_val},
+    }
+
+
 def validation_images(record: dict[str, Any], ds: FaceDataset) -> tuple[torch.Tensor, str]:
     """The held-out images of one source's training split, and a note on how they were found.
 
@@ -233,6 +247,12 @@ def source_metrics(
         }
     recon, kl = reconstruct(art, val, s.batch_size, dev)
     m["psnr_db"] = float(psnr_per_image(val, recon).mean())
+    # Aligned photos cropped tighter than the template (FairFace) are part black border, which
+    # no reconstruction should be scored on: the same PSNR over the pixels from the photo.
+    keep = inside_photo(val)  # (N, 1, H, W) bool
+    mse_in = masked_mse(val.float() / 255.0, recon.float() / 255.0, keep)  # (N,)
+    m["psnr_in_photo_db"] = float((10.0 * torch.log10(1.0 / mse_in[mse_in.isfinite()])).mean())
+    m["in_photo_share"] = _rate(float(keep.float().mean()))
     m["ssim"] = float(ssim_per_image(val, recon).mean())
     m["kl"] = float(kl.mean())
     if "sharpness" not in shared:
@@ -288,8 +308,14 @@ def evaluate_artifact(
     device: str = "auto",
     cache_dir: str | Path | None = "data_cache",
     progress: bool = True,
+    split: str = "recorded",
 ) -> dict[str, Any]:
     """Measure an artifact and return its metrics dict (the manifest's "metrics" layout).
+
+    ``split`` "own" (with ``data`` or ``dataset``) reconstructs the validation split that the
+    artifact's seeded rule would hold out of that data set had it been a training source
+    (``own_split_record``): a data set the model never saw, measured on the same faces as a
+    model trained on it holds out. Such figures are not the artifact's own, so not written.
 
     ``data`` (a path) or ``dataset`` (already decoded with the artifact's image_size,
     channels and crop) evaluates that one source; without either, every source the manifest
@@ -298,6 +324,12 @@ def evaluate_artifact(
     level, the figures of its first source when that one was evaluated. With ``write`` the
     result is merged into manifest.json's "metrics" (under "quick" for the quick preset).
     """
+    if split not in ("recorded", "own"):
+        raise ValueError(f"split must be 'recorded' or 'own', got {split!r}.")
+    if split == "own" and (write or (data is None and dataset is None)):
+        raise ValueError(
+            "--split own measures one data set given with --data and is not written to the manifest."
+        )
     s = EvalSettings(
         fid_samples, fid_real, face_samples, batch_size, seed, temperature, compute_fid, compute_faces, preset
     )
@@ -312,7 +344,10 @@ def evaluate_artifact(
     if dataset is None and data is not None:
         dataset = load(resolve_data({}, data))
     if dataset is not None:
-        todo = [(record_for(art.manifest, dataset), dataset)]
+        record = (
+            own_split_record(art.manifest, dataset) if split == "own" else record_for(art.manifest, dataset)
+        )
+        todo = [(record, dataset)]
     else:  # every source; paths checked before any work
         todo = [(r, resolve_data(r)) for r in source_records(art.manifest)]
 
@@ -391,8 +426,16 @@ def _rows(m: dict[str, Any], note: str) -> list[tuple[str, str, str]]:
         f = m["fid"]
         rows.append(("FID", f"{f['value']:.2f}", f"{f['samples']} samples vs {f['real']} real"))
     psnr = m["psnr_db"]
+    rows.append(("PSNR", "inf" if math.isinf(psnr) else f"{psnr:.2f} dB", note))
+    if "psnr_in_photo_db" in m:
+        rows.append(
+            (
+                "PSNR in photo",
+                f"{m['psnr_in_photo_db']:.2f} dB",
+                f"pixels from the photo ({m['in_photo_share']:.1%}), not the alignment's black border",
+            )
+        )
     rows += [
-        ("PSNR", "inf" if math.isinf(psnr) else f"{psnr:.2f} dB", note),
         ("SSIM", f"{m['ssim']:.4f}", "11×11 Gaussian, σ=1.5"),
         ("KL", f"{m['kl']:.2f} nats", "per image, summed over latent dims"),
     ]
@@ -470,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50, help="images per forward pass")
     p.add_argument("--seed", type=int, default=0, help="sample i uses latent seed SEED + i")
     p.add_argument("--temperature", type=float, default=1.0, help="latent standard deviation for samples")
+    p.add_argument(
+        "--split",
+        choices=("recorded", "own"),
+        default="recorded",
+        help="validation faces of --data: the split the manifest records (recorded), or the split the "
+        "artifact's seeded rule would hold out of the whole data set (own: for a data set it was not "
+        "trained on; not written)",
+    )
     p.add_argument("--no-fid", action="store_true", help="skip FID")
     p.add_argument("--no-faces", action="store_true", help="skip the face-found rate (MTCNN, ~35 ms/image)")
     p.add_argument("--write", action="store_true", help="store the results in manifest.json under 'metrics'")
@@ -526,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             cache_dir=args.cache_dir,
             progress=not args.quiet,
+            split=args.split,
         )
     except (
         ArtifactError,

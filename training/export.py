@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facegen_core.artifact import write_artifact
+from facegen_core.artifact import ArtifactError, load_artifact, write_artifact
 from facegen_core.config import ModelConfig
 from facegen_core.images import make_grid, to_pil
 from facegen_core.latent import LatentPrior
@@ -220,6 +220,27 @@ def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256, device
     return LatentPrior.fit(mu)
 
 
+def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, Any]]:
+    """The latent prior of the artifact a ``--train-part encoder`` run started from, and its
+    manifest record; that artifact must still be where the run found it, with the same weights."""
+    init = state.get("init_from")
+    if not init:
+        raise SystemExit("This encoder-only run has no --init-from record; its decoder's prior is unknown.")
+    try:
+        art = load_artifact(init["path"])
+    except ArtifactError as e:
+        raise SystemExit(
+            f"The run's --init-from artifact {init['path']} cannot be loaded ({e}); export needs its prior."
+        ) from e
+    if art.weights_sha256 != init["weights_sha256"]:
+        raise SystemExit(
+            f"{init['path']} holds other weights than the run started from; export needs its prior."
+        )
+    record = dict(art.manifest.get("latent_prior") or {"kind": "standard"})
+    record["from"] = f"{art.name} v{art.version} (the frozen decoder's), unchanged"
+    return art.prior, record
+
+
 def _split_images(
     args: argparse.Namespace, cfg: ModelConfig, data: str | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -265,17 +286,22 @@ def export_run(
     enc_bn_faces = (
         recalibrate_encoder_bn(encoder, split[0], bn_batch, device=device) if split and ema_encoder else 0
     )
-    if split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
+    encoder_only = getattr(args, "train_part", "all") == "encoder"
+    if encoder_only:
+        # The decoder (weights and BatchNorm statistics) is the initial artifact's, untouched,
+        # and so must be the prior its GAN was trained to sample from (training/encoder_step.py).
+        prior, prior_info = init_artifact_prior(state)
+    elif split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
         prior = fit_prior(encoder, split[0], device=device)
     gan_fitted = getattr(args, "gan_prior", "standard") == "fitted"
     bn_faces = (
         recalibrate_bn(
             encoder, decoder, split[0], bn_batch, gan_prior=prior if gan_fitted else None, device=device
         )
-        if split is not None
+        if split is not None and not encoder_only
         else 0
     )
-    if split is not None and not prior.is_standard:
+    if split is not None and not prior.is_standard and not encoder_only:
         prior_info = {
             "kind": "fitted-gaussian",
             "fitted_on": f"encoder means of the {len(split[0])} training faces",
@@ -298,10 +324,18 @@ def export_run(
             "precision": state["precision"],
             "trained_on": state["trained_on"],
             "world_size": int(state.get("world_size", 1)),
-            "decoder": "EMA of the weights (--ema-decay)",
+            "decoder": (
+                "the --init-from artifact's, frozen (--train-part encoder)"
+                if encoder_only
+                else "EMA of the weights (--ema-decay)"
+            ),
             "encoder": "EMA of the weights (--ema-decay)" if ema_encoder else "the last step's weights",
             "decoder_bn_statistics": (
-                f"recomputed at export on {bn_faces} training faces" if bn_faces else "copied from training"
+                f"recomputed at export on {bn_faces} training faces"
+                if bn_faces
+                else "the --init-from artifact's"
+                if encoder_only
+                else "copied from training"
             ),
             "encoder_bn_statistics": (
                 f"recomputed at export on {enc_bn_faces} training faces"

@@ -28,6 +28,7 @@ from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.augment import parse_policy
 from training.ema import EMA
+from training.encoder_step import encoder_step, freeze_decoder
 from training.prior import RunningGaussian
 from training.run_data import batch_indices, load_training_images
 from training.step import Nets, StepConfig, train_step, unwrap
@@ -103,8 +104,15 @@ def setup(args: argparse.Namespace) -> Run:
         resume(run, state)
     else:
         start_fresh(run)
+    if encoder_only(args):
+        freeze_decoder(run.nets)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def encoder_only(args: argparse.Namespace) -> bool:
+    """--train-part encoder (checkpoints written before the flag trained everything)."""
+    return getattr(args, "train_part", "all") == "encoder"
 
 
 def resume(run: Run, state: dict[str, Any]) -> None:
@@ -118,6 +126,10 @@ def resume(run: Run, state: dict[str, Any]) -> None:
 
 def start_fresh(run: Run) -> None:
     source = getattr(run.args, "init_from", None)
+    if encoder_only(run.args) and not source:
+        raise SystemExit(
+            "--train-part encoder trains an encoder for an existing decoder: pass --init-from ARTIFACT."
+        )
     if source:
         try:
             run.init_from = warm_start(run.nets, run.cfg, source)
@@ -153,7 +165,7 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
     fitted = getattr(args, "gan_prior", "standard") == "fitted"
     return Nets(
         encoder=ddp.wrap(enc, info),
-        decoder=ddp.wrap(dec, info),
+        decoder=dec if encoder_only(args) else ddp.wrap(dec, info),  # DDP refuses a frozen module
         discriminator=dis,
         opt_enc=torch.optim.Adam(enc.parameters(), lr=args.lr_enc, betas=betas),
         opt_dec=torch.optim.Adam(dec.parameters(), lr=args.lr_dec, betas=betas),
@@ -210,7 +222,13 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
 def loop(run: Run) -> None:
     """Step until --max-steps, or until the next step would overrun --max-minutes."""
     args, info = run.args, run.info
-    for m in (run.nets.encoder, run.nets.decoder, run.nets.discriminator):
+    step_fn = encoder_step if encoder_only(args) else train_step
+    trained = (
+        (run.nets.encoder,)
+        if encoder_only(args)
+        else (run.nets.encoder, run.nets.decoder, run.nets.discriminator)
+    )
+    for m in trained:
         m.train()
     budget_s = args.max_minutes * 60.0 if args.max_minutes > 0 else math.inf
     bar = tqdm(
@@ -234,7 +252,7 @@ def loop(run: Run) -> None:
         progress = max(run.step / max(1, args.max_steps), elapsed / budget_s)
         set_learning_rates(run.nets, args, lr_factor(progress, float(getattr(args, "lr_decay", 0.0))))
         idx = batch_indices(run.step, int(run.images.shape[0]), args.batch_size, args.seed, info)
-        terms = train_step(run.nets, run.images[idx.to(info.device)], run.step, run.scfg, info)
+        terms = step_fn(run.nets, run.images[idx.to(info.device)], run.step, run.scfg, info)
         run.step += 1
         run.images_seen += args.batch_size
         run.step_times.append(time.monotonic() - ts)

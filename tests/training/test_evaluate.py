@@ -549,3 +549,30 @@ def test_quick_preset_is_recorded_and_written_apart(tiny_artifact, tmp_path, cap
     assert "psnr_db" not in metrics  # the standard-protocol figures are not overwritten
     quick = metrics["quick"]
     assert quick["evaluated"]["preset"] == "quick" and quick["sharpness"]["samples_n"] == 2000
+
+
+def test_own_split_measures_a_data_set_the_model_never_saw(tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--split own: the validation faces the artifact's seeded rule (seed 7, 20%) holds out of
+    the whole other data set, and a black border (alignment of a tight crop) left out of
+    "PSNR in photo"; such figures are never written into the artifact."""
+    path, _ = tiny_artifact
+    faces = synthetic_faces(30, 32, 3, seed=9).images.clone()  # uint8 (30, 3, 32, 32)
+    faces.clamp_(min=1)
+    faces[:, :, :8, :] = 0  # rows 0-7 outside the photo; the mask also drops rows 8-9
+    other = tmp_path / "other.npz"
+    np.savez(other, images=faces.permute(0, 2, 3, 1).numpy())
+    kw = dict(compute_fid=False, compute_faces=False, fid_samples=4, cache_dir=None, progress=False)
+    m = ev.evaluate_artifact(path, other, split="own", **kw)  # type: ignore[arg-type]
+    _, val_idx = split_indices(30, 0.2, 7)
+    assert f"{len(val_idx)} of 30" in m["evaluated"]["reconstruction_on"]
+    art = load_artifact(path)
+    val = ev.load_faces(other, 32, 3, "celeba", cache_dir=None).images[val_idx]
+    recon, _ = ev.reconstruct(art, val, 50, torch.device("cpu"))
+    err = (val.float() - recon.float())[:, :, 10:] / 255.0
+    expected = (10 * torch.log10(1 / (err**2).flatten(1).mean(1))).mean()
+    assert m["psnr_in_photo_db"] == pytest.approx(float(expected), rel=1e-5)
+    assert m["in_photo_share"] == pytest.approx(22 / 32, abs=1e-3)
+    assert m["psnr_in_photo_db"] != pytest.approx(m["psnr_db"], abs=0.01)
+    assert "PSNR in photo" in ev.format_table(m)
+    with pytest.raises(ValueError, match="not written"):
+        ev.evaluate_artifact(path, other, split="own", write=True, **kw)  # type: ignore[arg-type]

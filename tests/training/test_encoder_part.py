@@ -1,0 +1,94 @@
+"""--train-part encoder: the encoder alone against an artifact's frozen decoder
+(training/encoder_step.py). The export must keep the decoder, its BatchNorm statistics and
+the latent prior bit for bit, so samples (and FID) are the initial artifact's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegen_core.artifact import load_artifact
+from facegen_core.preprocess import uint8_to_model
+from training import checkpoint as ckpt
+from training.cli import parse_train_args
+from training.encoder_step import encoder_losses
+from training.export import export_run
+from training.train import setup, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported artifact (dry-run preset, 3 steps, fitted prior)."""
+    tmp = tmp_path_factory.mktemp("enc")
+    run = tmp / "run"
+    train(parse_train_args(["--dry-run", "--no-progress", "--run-dir", str(run), "--max-steps", "3"]))
+    return export_run(run, tmp / "store", "base")
+
+
+def _argv(run: Path, artifact: Path | None, steps: int) -> list[str]:
+    init = ["--init-from", str(artifact)] if artifact is not None else []
+    return [
+        "--dry-run", "--no-progress", "--no-export", "--train-part", "encoder", "--pixel-pool", "1",
+        *init, "--run-dir", str(run), "--max-steps", str(steps), "--seed", "5",
+    ]  # fmt: skip
+
+
+def test_only_the_encoder_learns_and_the_export_keeps_decoder_and_prior(
+    tmp_path: Path, artifact: Path
+) -> None:
+    run = tmp_path / "run"
+    train(parse_train_args(_argv(run, artifact, 4)))
+    state = ckpt.load_checkpoint(run)
+    base = load_artifact(artifact)
+    changed = [k for k, t in base.encoder.state_dict().items() if not torch.equal(state["encoder"][k], t)]
+    assert changed, "the encoder did not train"
+    for key in ("decoder", "ema"):  # weights and BatchNorm buffers, untouched
+        for name, tensor in base.decoder.state_dict().items():
+            assert torch.equal(state[key][name], tensor), f"{key}.{name}"
+
+    out = export_run(run, tmp_path / "store", "tuned")
+    tuned = load_artifact(out)
+    for name, tensor in base.decoder.state_dict().items():
+        assert torch.equal(tuned.decoder.state_dict()[name], tensor), name
+    assert base.prior.mean is not None and tuned.prior.mean is not None
+    assert base.prior.scale_tril is not None and tuned.prior.scale_tril is not None
+    assert torch.equal(tuned.prior.mean, base.prior.mean)
+    assert torch.equal(tuned.prior.scale_tril, base.prior.scale_tril)
+    assert (out / "samples.png").read_bytes() == (artifact / "samples.png").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "frozen" in manifest["training"]["decoder"]
+    assert manifest["latent_prior"]["from"].startswith("base v1")
+
+
+def test_pixels_outside_the_photo_do_not_count(tmp_path: Path, artifact: Path) -> None:
+    """The pixel term of a face with a black border is the MSE over the photo's pixels only."""
+    run = setup(parse_train_args([*_argv(tmp_path / "run", artifact, 1), "--precision", "fp32"]))
+    g = torch.Generator().manual_seed(0)
+    faces = torch.randint(1, 256, (4, *run.images.shape[1:]), generator=g, dtype=torch.uint8)
+    faces[:, :, :, :10] = 0  # a filled band, as alignment leaves on tightly cropped photos
+    torch.manual_seed(1)
+    terms = encoder_losses(run.nets, faces, run.scfg)
+
+    torch.manual_seed(1)  # the same reparameterisation noise, by hand
+    x = uint8_to_model(faces)
+    mu, logvar = run.nets.encoder(x)
+    rec = run.nets.decoder(mu + torch.randn_like(mu) * (0.5 * logvar).exp())
+    # The band (columns 0-9) grown by the mask's 2-px dilation: columns 0-11 do not count.
+    err = (rec - x)[..., 12:]
+    assert torch.allclose(terms["pixel"], (err**2).mean(), rtol=1e-5)
+    assert float(terms["inside"]) == pytest.approx((faces.shape[-1] - 12) / faces.shape[-1])
+    whole = ((rec - x) ** 2).mean()
+    assert not torch.allclose(terms["pixel"], whole, rtol=1e-3)  # the border would have counted
+
+
+def test_encoder_part_needs_an_artifact(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--init-from"):
+        train(parse_train_args(_argv(tmp_path / "run", None, 1)))

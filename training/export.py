@@ -220,6 +220,17 @@ def fit_prior(encoder: Encoder, train_u8: torch.Tensor, batch: int = 256, device
     return LatentPrior.fit(mu)
 
 
+def calibration_faces(train_u8: torch.Tensor, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """A seeded random ``n`` of the training faces (N, C, H, W) for the BatchNorm passes. Not the
+    first ``n``: a multi-source training set is the sources one after another, and the first
+    4,096 faces of CelebA + FairFace are all CelebA, statistics of a mix the network was not
+    trained on (measured: an encoder fine-tuned on both lost 1.5 dB of CelebA PSNR that way)."""
+    if train_u8.shape[0] <= n:
+        return train_u8
+    pick = torch.randperm(train_u8.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return train_u8[pick.sort().values]
+
+
 def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, Any]]:
     """The latent prior of the artifact a ``--train-part encoder`` run started from, and its
     manifest record; that artifact must still be where the run found it, with the same weights."""
@@ -283,8 +294,11 @@ def export_run(
     split = _split_images(args, cfg, data)
     prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
     bn_batch = min(int(args.batch_size), 256)
+    calib = calibration_faces(split[0]) if split is not None else None
     enc_bn_faces = (
-        recalibrate_encoder_bn(encoder, split[0], bn_batch, device=device) if split and ema_encoder else 0
+        recalibrate_encoder_bn(encoder, calib, bn_batch, device=device)
+        if calib is not None and ema_encoder
+        else 0
     )
     encoder_only = getattr(args, "train_part", "all") == "encoder"
     if encoder_only:
@@ -296,9 +310,9 @@ def export_run(
     gan_fitted = getattr(args, "gan_prior", "standard") == "fitted"
     bn_faces = (
         recalibrate_bn(
-            encoder, decoder, split[0], bn_batch, gan_prior=prior if gan_fitted else None, device=device
+            encoder, decoder, calib, bn_batch, gan_prior=prior if gan_fitted else None, device=device
         )
-        if split is not None and not encoder_only
+        if calib is not None and not encoder_only
         else 0
     )
     if split is not None and not prior.is_standard and not encoder_only:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from facegen_core import ModelConfig, build_autoencoder
-from training.export import recalibrate_bn
+from training.export import calibration_faces, recalibrate_bn
 
 
 def test_statistics_are_those_of_one_training_style_batch() -> None:
@@ -28,3 +28,18 @@ def test_statistics_are_those_of_one_training_style_batch() -> None:
         torch.testing.assert_close(m.running_mean, x.mean(dim=dims))
         torch.testing.assert_close(m.running_var, x.var(dim=dims, unbiased=True))
         assert m.momentum == 0.1  # restored for anyone who trains this decoder further
+
+
+def test_calibration_faces_are_drawn_from_every_source() -> None:
+    """A two-source training set is the sources one after the other; the BatchNorm passes must
+    see both, in proportion, and the same faces on every export."""
+    first = torch.zeros(6000, 1, 2, 2, dtype=torch.uint8)  # source A
+    second = torch.full((24000, 1, 2, 2), 255, dtype=torch.uint8)  # source B, 4× as many
+    train = torch.cat([first, second])
+    calib = calibration_faces(train, n=4096)
+    assert calib.shape == (4096, 1, 2, 2)
+    share_b = float((calib == 255).float().mean())
+    assert 0.75 < share_b < 0.85  # ~80%, not the 0% of the first 4,096
+    assert torch.equal(calib, calibration_faces(train, n=4096))  # seeded
+    small = train[:100]
+    assert calibration_faces(small, n=4096) is small

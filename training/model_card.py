@@ -58,6 +58,38 @@ def figures(metrics: Mapping[str, Any]) -> list[str]:
     return [f"| {a} | {b} | {c} |" for a, b, c in rows]
 
 
+def decoder_origin(training: Mapping[str, Any], name: Any) -> list[str]:
+    """The line for a version whose decoder another artifact trained (``--train-part encoder``)."""
+    init = training.get("init_from") or {}
+    if "frozen" not in str(training.get("decoder", "")) or not init:
+        return []
+    return [
+        f"- Decoder and latent prior: {init.get('name', '?')} v{init.get('version', '?')}'s, unchanged "
+        f"(weights sha256 `{init.get('weights_sha256', '?')}`); this version trained the encoder alone "
+        f"(`--train-part encoder`) on the data below, so its samples are {init.get('name', name)} "
+        f"v{init.get('version', '?')}'s and its training data is the encoder's (the decoder's is in "
+        "that version's card)."
+    ]
+
+
+def other_sources(metrics: Mapping[str, Any]) -> list[str]:
+    """Reconstruction rows of the sources after the first (whose figures are the top level)."""
+    top = (metrics.get("evaluated") or {}).get("top_level")
+    rows = []
+    for source, m in (metrics.get("per_source") or {}).items():
+        if source == top or not isinstance(m, dict):
+            continue
+        rows.append(
+            f"| Reconstruction PSNR, {source}, pixels from the photo | "
+            f"{_num(m.get('psnr_in_photo_db'), '{:.2f} dB')} | validation split |"
+        )
+        rows.append(
+            f"| Face found in reconstructions, {source} | "
+            f"{_num((m.get('faces') or {}).get('recon_found'), '{:.1%}')} | validation split |"
+        )
+    return rows
+
+
 def render_card(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     """MODEL_CARD.md's text for an artifact's manifest and config.json."""
     name, version = manifest.get("name", "?"), manifest.get("version", "?")
@@ -93,6 +125,7 @@ def render_card(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         f"- Latent prior: {prior.get('kind', 'standard')}"
         + (f" ({prior['fitted_on']})" if prior.get("fitted_on") else "")
         + "; samples are drawn from it.",
+        *decoder_origin(training, name),
         f"- Input framing: `{config.get('input_crop', 'celeba')}` (uploads are cropped/aligned the "
         "same way as the training faces).",
         f"- Created {manifest.get('created', '?')}.",
@@ -146,6 +179,7 @@ def render_card(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         "| Figure | Value | Measured on |",
         "|---|---|---|",
         *figures(metrics),
+        *other_sources(metrics),
         "",
         (
             f"Evaluated {evaluated} by `python -m training.evaluate`."

@@ -90,3 +90,31 @@ def test_bundled_faces64_card_matches_its_manifest() -> None:
 def test_command_writes_cards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _artifact(tmp_path)
     assert main([str(path)]) == 0 and str(path / CARD_FILE) in capsys.readouterr().out
+
+
+def test_an_encoder_only_version_names_its_decoders_origin_and_each_source() -> None:
+    manifest = {
+        "name": "faces64",
+        "version": 2,
+        "dataset": {"name": "celeba-10k+fairface-40k-96", "images": 50000},
+        "training": {
+            "decoder": "the --init-from artifact's, frozen (--train-part encoder)",
+            "init_from": {"name": "faces64", "version": 1, "weights_sha256": "ab" * 32},
+        },
+        "metrics": {
+            "psnr_db": 20.1,
+            "per_source": {
+                "celeba-10k": {"psnr_db": 20.1},
+                "fairface-40k-96": {"psnr_in_photo_db": 19.87, "faces": {"recon_found": 0.95}},
+            },
+            "evaluated": {"top_level": "celeba-10k", "date": "2026-12-01"},
+        },
+    }
+    card = render_card(manifest, {"image_size": 64})
+    assert "Decoder and latent prior: faces64 v1's, unchanged" in card
+    assert "ab" * 32 in card
+    assert "| Reconstruction PSNR, fairface-40k-96, pixels from the photo | 19.87 dB |" in card
+    assert "| Face found in reconstructions, fairface-40k-96 | 95.0% |" in card
+    assert "celeba-10k, pixels" not in card  # the first source's figures are the top rows
+    plain = render_card({"name": "x", "version": 1, "training": {"decoder": "EMA"}}, {})
+    assert "Decoder and latent prior" not in plain

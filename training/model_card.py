@@ -72,9 +72,12 @@ def decoder_origin(training: Mapping[str, Any], name: Any) -> list[str]:
     ]
 
 
-def other_sources(metrics: Mapping[str, Any]) -> list[str]:
-    """Reconstruction rows of the sources after the first (whose figures are the top level)."""
-    top = (metrics.get("evaluated") or {}).get("top_level")
+def other_sources(metrics: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """Reconstruction rows of the sources after the first (whose figures are the top level).
+    The first is the manifest's first training source: ``evaluated`` describes only the last
+    evaluation, which may have measured another source alone."""
+    sources = data.get("sources") or [{}]
+    top = sources[0].get("name") or (metrics.get("evaluated") or {}).get("top_level")
     rows = []
     for source, m in (metrics.get("per_source") or {}).items():
         if source == top or not isinstance(m, dict):
@@ -179,7 +182,7 @@ def render_card(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         "| Figure | Value | Measured on |",
         "|---|---|---|",
         *figures(metrics),
-        *other_sources(metrics),
+        *other_sources(metrics, data),
         "",
         (
             f"Evaluated {evaluated} by `python -m training.evaluate`."

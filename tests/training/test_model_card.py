@@ -96,7 +96,11 @@ def test_an_encoder_only_version_names_its_decoders_origin_and_each_source() -> 
     manifest = {
         "name": "faces64",
         "version": 2,
-        "dataset": {"name": "celeba-10k+fairface-40k-96", "images": 50000},
+        "dataset": {
+            "name": "celeba-10k+fairface-40k-96",
+            "images": 50000,
+            "sources": [{"name": "celeba-10k"}, {"name": "fairface-40k-96"}],
+        },
         "training": {
             "decoder": "the --init-from artifact's, frozen (--train-part encoder)",
             "init_from": {"name": "faces64", "version": 1, "weights_sha256": "ab" * 32},
@@ -107,7 +111,7 @@ def test_an_encoder_only_version_names_its_decoders_origin_and_each_source() -> 
                 "celeba-10k": {"psnr_db": 20.1},
                 "fairface-40k-96": {"psnr_in_photo_db": 19.87, "faces": {"recon_found": 0.95}},
             },
-            "evaluated": {"top_level": "celeba-10k", "date": "2026-12-01"},
+            "evaluated": {"data": "fairface-40k-96", "date": "2026-12-01"},  # the last, one-source run
         },
     }
     card = render_card(manifest, {"image_size": 64})

@@ -275,26 +275,6 @@ def test_reconstruction_metrics_hand_computed() -> None:
     assert m["ssim"] == pytest.approx((2 * 118 * 128 / 255**2 + C1) / ((118**2 + 128**2) / 255**2 + C1))
 
 
-@pytest.fixture
-def tiny_artifact(tmp_path):  # type: ignore[no-untyped-def]
-    torch.manual_seed(0)
-    cfg = ModelConfig.tiny()
-    enc, dec = build_autoencoder(cfg)
-    faces = synthetic_faces(20, 32, 3, seed=1).images  # uint8 (20, 3, 32, 32)
-    data = tmp_path / "faces.npz"
-    np.savez(data, images=faces.permute(0, 2, 3, 1).numpy())
-    n_train, n_val = (len(t) for t in split_indices(20, 0.2, 7))
-    manifest = {
-        "dataset": {
-            "source": str(data),
-            "split": {"seed": 7, "val_fraction": 0.2, "train": n_train, "val": n_val},
-        },
-        "metrics": {"train_loss": 1.5},
-    }
-    path = write_artifact(tmp_path / "store", "tiny", cfg, enc, dec, manifest=manifest)
-    return path, data
-
-
 def test_evaluate_artifact_no_fid_writes_the_manifest(tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path, data = tiny_artifact
     m = ev.evaluate_artifact(

@@ -21,13 +21,9 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny exported artifact (dry-run preset, 3 steps, fitted prior)."""
-    tmp = tmp_path_factory.mktemp("warm")
-    run = tmp / "run"
-    train(parse_train_args(["--dry-run", "--no-progress", "--run-dir", str(run), "--max-steps", "3"]))
-    return export_run(run, tmp / "store", "base")
+@pytest.fixture
+def artifact(trained_artifact: Path) -> Path:
+    return trained_artifact
 
 
 def _common(tmp_path: Path, artifact: Path) -> list[str]:

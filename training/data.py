@@ -376,11 +376,10 @@ def _fingerprint(path: Path) -> str:
     takes under a second. A folder by its files' sizes and mtimes (hashing every image of a
     folder each run would cost what the cache saves)."""
     st = path.stat()
-    if path.is_dir():
-        parts = [str(path.resolve()), str(st.st_size), str(st.st_mtime_ns)]
-    else:
+    if not path.is_dir():
         parts = [f"sha256 {sha256_file(path)}", str(st.st_size)]
-    if path.is_dir():
+    else:
+        parts = [str(path.resolve()), str(st.st_size), str(st.st_mtime_ns)]
         # A folder's own mtime misses edits inside sub-folders; add every file's size+mtime.
         for p in sorted(path.rglob("*")):
             if p.is_file():

@@ -3,7 +3,7 @@
 Why: the shipped decoder can draw a validation face far better than the encoder's mean
 finds it. Optimising z per image against faces64 v1's decoder (Adam, 200 steps, 64 CelebA
 validation faces) reaches 23.0 dB PSNR where Dec(μ(x)) gives 19.7 dB: an amortisation gap
-(Cremer et al. 2018, "Inference Suboptimality in Variational Autoencoders") of 3.3 dB,
+(Cremer et al. 2018, "Inference Suboptimality in Variational Autoencoders") of 3.4 dB,
 which training the encoder further can close without touching what the decoder samples.
 
 The objective is the VAE's for q(z|x) alone with p(x|z) fixed (Larsen et al. 2015, section
@@ -15,14 +15,13 @@ with the decoder in eval mode (its BatchNorm statistics, what serving uses) and 
 for its weights, and no discriminator: L_llike^Dis_l and L_GAN train the decoder, which
 stays as it was, so its samples (and FID) are bit for bit the initial artifact's. L_pixel
 counts only pixels from the photo (``training.photo_mask``): aligned FairFace faces are
-half black border. The pixel term is on every pixel (``--pixel-pool`` 1 is what this mode
-is for: PSNR is per pixel, and the decoder's sharpness is fixed).
+half black border. Use ``--pixel-pool 1`` with this mode: PSNR is per pixel, and the
+decoder's sharpness is fixed.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from facegen_core.device import autocast
 from facegen_core.preprocess import uint8_to_model
@@ -47,16 +46,10 @@ def encoder_losses(nets: Nets, batch_u8: torch.Tensor, cfg: StepConfig) -> dict[
         mu, logvar = nets.encoder(x)  # (B, D) each, float32
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_rec = nets.decoder(z)  # (B, C, H, W), frozen decoder
-    rec, real = x_rec.float(), x.float()
-    if cfg.pixel_pool > 1:  # the same pooled comparison as losses.pixel_likelihood
-        rec, real = F.avg_pool2d(rec, cfg.pixel_pool), F.avg_pool2d(real, cfg.pixel_pool)
-        keep = F.avg_pool2d(keep.float(), cfg.pixel_pool) == 1.0  # pooled cells wholly inside
-    m = keep.to(rec.dtype)
-    # Per-element mean over the counted pixels, as losses.pixel_likelihood over all of them.
-    loss_pixel = ((rec - real) ** 2 * m).sum() / (m.sum() * rec.shape[1]).clamp_min(1.0)
+    loss_pixel = losses.pixel_likelihood(x_rec, x, cfg.pixel_pool, keep)
     loss_prior = losses.kl_prior(mu, logvar)
     loss_enc = cfg.pixel_weight * loss_pixel + cfg.kl_weight * loss_prior
-    return {"prior": loss_prior, "pixel": loss_pixel, "enc": loss_enc, "inside": m.mean()}
+    return {"prior": loss_prior, "pixel": loss_pixel, "enc": loss_enc, "inside": keep.float().mean()}
 
 
 def encoder_step(

@@ -48,7 +48,9 @@ def dis_l_likelihood(
     return diff2.mean()
 
 
-def pixel_likelihood(recon: torch.Tensor, real: torch.Tensor, pool: int = 1) -> torch.Tensor:
+def pixel_likelihood(
+    recon: torch.Tensor, real: torch.Tensor, pool: int = 1, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pixel-space Gaussian reconstruction term, L_llike^pixel of the plain VAE (section
     "Variational autoencoder"), per-element mean like ``dis_l_likelihood``.
 
@@ -58,10 +60,20 @@ def pixel_likelihood(recon: torch.Tensor, real: torch.Tensor, pool: int = 1) -> 
     recovers the paper). ``pool`` > 1 compares pool×pool average-pooled images (B, C, H/p,
     W/p) instead: it pins colour, layout and identity but leaves the high frequencies, which
     a per-pixel Gaussian can only average into blur, to Dis_l and the GAN.
+
+    ``keep`` (B, 1, H, W) bool, when given, restricts the mean to those pixels (after pooling,
+    to the cells wholly inside them): ``training.photo_mask.inside_photo``'s photo pixels.
     """
+    recon, real = recon.float(), real.float()
     if pool > 1:
-        recon, real = F.avg_pool2d(recon.float(), pool), F.avg_pool2d(real.float(), pool)
-    return F.mse_loss(recon.float(), real.float())
+        recon, real = F.avg_pool2d(recon, pool), F.avg_pool2d(real, pool)
+    if keep is None:
+        return F.mse_loss(recon, real)
+    m = keep.float()
+    if pool > 1:
+        m = (F.avg_pool2d(m, pool) == 1.0).float()  # pooled cells wholly inside
+    # Per-element mean over the kept pixels and every channel.
+    return ((recon - real) ** 2 * m).sum() / (m.sum() * recon.shape[1]).clamp_min(1.0)
 
 
 # --- GAN loss, L_GAN = log Dis(x) + log(1 - Dis(Gen(z))) (Larsen et al. 2015, section

@@ -81,6 +81,13 @@ def train_parser() -> argparse.ArgumentParser:
         help="Override the preset's conv kernel (odd; the paper uses 5, 3 costs 2.8x fewer FLOPs).",
     )
     g.add_argument(
+        "--enc-head-channels",
+        type=int,
+        default=None,
+        help="Override the preset's encoder squeeze maps (16); with --init-from, a wider head is "
+        "grown from the artifact's without changing its output (training.widen).",
+    )
+    g.add_argument(
         "--image-size", type=int, default=None, help="Override the preset's image size (32/64/128)."
     )
     g.add_argument("--channels", type=int, default=None, help="Override: 1 (grey) or 3 (RGB).")

@@ -47,6 +47,7 @@ CONFIG_FLAGS = {
     "image_size": "image_size",
     "channels": "channels",
     "kernel_size": "kernel_size",
+    "enc_head_channels": "enc_head_channels",
     "crop": "input_crop",
     "upsample": "upsample",
 }

@@ -10,14 +10,21 @@ from those weights, not a resume (``--resume`` continues a run from its own chec
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from facegen_core.artifact import load_artifact
 from facegen_core.config import ModelConfig
+from facegen_core.networks import Encoder
 from training.step import Nets, unwrap
+from training.widen import widen_encoder_head
+
+# Config fields a warm start may change: a wider encoder head is grown from the narrower one
+# without changing what it computes (training.widen).
+WIDENABLE = ("enc_head_channels",)
 
 
 class WarmStartError(Exception):
@@ -36,7 +43,12 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
     EMA shadows, and the GAN prior's moments from the artifact's fitted prior. Returns the
     provenance record the manifest keeps under ``training.init_from``."""
     art = load_artifact(path)
-    diff = config_mismatch(cfg, art.config)
+    same_but_head = dataclasses.replace(art.config, **{k: getattr(cfg, k) for k in WIDENABLE})
+    diff = config_mismatch(cfg, same_but_head)
+    heads, art_heads = cfg.enc_head_channels, art.config.enc_head_channels
+    widened = heads != art_heads
+    if heads < art_heads:
+        diff.append(f"enc_head_channels: {heads} < {art_heads} (only widening)")
     if diff:
         raise WarmStartError(
             f"--init-from {path}: the run's architecture differs from the artifact's "
@@ -44,11 +56,11 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
         )
     enc, dec = unwrap(nets.encoder), unwrap(nets.decoder)
     # load_state_dict copies into the existing (possibly channels_last) parameters.
-    enc.load_state_dict(art.encoder.state_dict())
+    widen_encoder_head(cast(Encoder, enc), art.encoder)  # a plain copy when the head is as wide
     dec.load_state_dict(art.decoder.state_dict())
     nets.ema.shadow.load_state_dict(art.decoder.state_dict())
     if nets.ema_encoder is not None:
-        nets.ema_encoder.shadow.load_state_dict(art.encoder.state_dict())
+        nets.ema_encoder.shadow.load_state_dict(enc.state_dict())
     prior_loaded = False
     if nets.gan_prior is not None and art.prior.mean is not None and art.prior.scale_tril is not None:
         # RunningGaussian keeps E[μ] and E[μμᵀ]; the artifact's prior is N(m, L Lᵀ).
@@ -59,7 +71,7 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
         # Past its warm-up: the fitted moments are worth many batches, not one.
         nets.gan_prior.updates = int(1.0 / nets.gan_prior.momentum)
         prior_loaded = True
-    return {
+    record: dict[str, Any] = {
         "path": str(path),
         "name": art.name,
         "version": art.version,
@@ -67,3 +79,6 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
         "gan_prior_from_artifact": prior_loaded,
         "discriminator": "fresh (artifacts hold no discriminator)",
     }
+    if widened:
+        record["encoder_head_widened"] = [art.config.enc_head_channels, cfg.enc_head_channels]
+    return record

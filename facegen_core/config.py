@@ -37,6 +37,9 @@ class ModelConfig:
     enc_widths: tuple[int, ...] = (64, 128, 256)
     # 1×1 conv bottleneck before the fully connected μ/logσ² head.
     enc_head_channels: int = 16
+    # Residual 3×3 blocks after the last stride-2 conv (0: the original encoder, so config.json
+    # files written before this field existed rebuild the same networks).
+    enc_res_blocks: int = 0
     # Decoder: FC to (dec_widths[0], s, s), then one 5×5 stride-2 deconv per width.
     dec_widths: tuple[int, ...] = (256, 128, 32)
     # Discriminator: first conv stride 1, the rest stride 2; Dis_l is the last conv's output.
@@ -55,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}.")
         if self.channels not in SUPPORTED_CHANNELS:
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}.")
+        if self.enc_res_blocks < 0:
+            raise ValueError(f"enc_res_blocks must be 0 or more, got {self.enc_res_blocks}.")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}.")
         if self.kernel_size % 2 != 1:

@@ -51,8 +51,32 @@ def _upsample(c_in: int, c_out: int, k: int, mode: str) -> list[nn.Module]:
     return [nn.ConvTranspose2d(c_in, c_out, k, 2, k // 2, output_padding=1, bias=False)]
 
 
+class ResBlock(nn.Module):
+    """(B, C, s, s) -> (B, C, s, s): ReLU(x + BN(conv3×3(ReLU(BN(conv3×3(x)))))) (He et al. 2016).
+
+    The second BatchNorm's scale starts at zero (Goyal et al. 2017, "Accurate, Large Minibatch
+    SGD", zero-γ), so a new block is the identity on its (post-ReLU, non-negative) input: blocks
+    added to a trained encoder (``--enc-res-blocks`` with ``--init-from``) leave its output as it
+    was at step 0 and learn from there."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        last_bn = nn.BatchNorm2d(c)
+        nn.init.zeros_(last_bn.weight)
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            last_bn,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
 class Encoder(nn.Module):
-    """q(z|x): three 5×5 stride-2 convs, then a light head to (mu, logvar).
+    """q(z|x): three 5×5 stride-2 convs, ``enc_res_blocks`` residual blocks, a light head to (mu, logvar).
 
     Why not the paper's head: its FC 16384 -> 2048 layer alone holds 34M parameters
     (134 MB in fp32), six times the rest of the serving model. A 1×1 conv first squeezes
@@ -68,13 +92,15 @@ class Encoder(nn.Module):
             blocks.append(_conv_block(c, w, k, stride=2))
             c = w
         self.features = nn.Sequential(*blocks)
+        # Empty (no weights, no state-dict keys) unless enc_res_blocks > 0.
+        self.res = nn.Sequential(*(ResBlock(c) for _ in range(cfg.enc_res_blocks)))
         self.squeeze = _conv_block(c, cfg.enc_head_channels, 1, stride=1)
         side = cfg.image_size >> len(cfg.enc_widths)
         self.head = nn.Linear(cfg.enc_head_channels * side * side, 2 * cfg.latent_dim)
         self.latent_dim = cfg.latent_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(x)  # (B, 256, 8, 8)
+        h = self.res(self.features(x))  # (B, 256, 8, 8)
         h = self.squeeze(h).flatten(1)  # (B, 16·8·8 = 1024)
         mu, logvar = self.head(h).float().chunk(2, dim=1)  # (B, 128) each
         # Clamp keeps exp(logvar) finite on adversarial or out-of-distribution uploads.

@@ -85,7 +85,14 @@ def train_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="Override the preset's encoder squeeze maps (16); with --init-from, a wider head is "
-        "grown from the artifact's without changing its output (training.widen).",
+        "grown from the artifact's without changing its output (training.grow).",
+    )
+    g.add_argument(
+        "--enc-res-blocks",
+        type=int,
+        default=None,
+        help="Residual 3×3 blocks at the encoder's last resolution (preset: 0); new ones start as "
+        "the identity, so --init-from can add them (training.grow).",
     )
     g.add_argument(
         "--image-size", type=int, default=None, help="Override the preset's image size (32/64/128)."

@@ -48,6 +48,7 @@ CONFIG_FLAGS = {
     "channels": "channels",
     "kernel_size": "kernel_size",
     "enc_head_channels": "enc_head_channels",
+    "enc_res_blocks": "enc_res_blocks",
     "crop": "input_crop",
     "upsample": "upsample",
 }

@@ -19,12 +19,12 @@ import torch
 from facegen_core.artifact import load_artifact
 from facegen_core.config import ModelConfig
 from facegen_core.networks import Encoder
+from training.grow import grow_encoder
 from training.step import Nets, unwrap
-from training.widen import widen_encoder_head
 
-# Config fields a warm start may change: a wider encoder head is grown from the narrower one
-# without changing what it computes (training.widen).
-WIDENABLE = ("enc_head_channels",)
+# Config fields a warm start may raise: the encoder grows without changing what it computes
+# (training.grow).
+GROWABLE = ("enc_head_channels", "enc_res_blocks")
 
 
 class WarmStartError(Exception):
@@ -43,12 +43,14 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
     EMA shadows, and the GAN prior's moments from the artifact's fitted prior. Returns the
     provenance record the manifest keeps under ``training.init_from``."""
     art = load_artifact(path)
-    same_but_head = dataclasses.replace(art.config, **{k: getattr(cfg, k) for k in WIDENABLE})
-    diff = config_mismatch(cfg, same_but_head)
-    heads, art_heads = cfg.enc_head_channels, art.config.enc_head_channels
-    widened = heads != art_heads
-    if heads < art_heads:
-        diff.append(f"enc_head_channels: {heads} < {art_heads} (only widening)")
+    same_but_growth = dataclasses.replace(art.config, **{k: getattr(cfg, k) for k in GROWABLE})
+    diff = config_mismatch(cfg, same_but_growth)
+    grown = {
+        k: [getattr(art.config, k), getattr(cfg, k)]
+        for k in GROWABLE
+        if getattr(cfg, k) != getattr(art.config, k)
+    }
+    diff += [f"{k}: {new} < {old} (an encoder can only grow)" for k, (old, new) in grown.items() if new < old]
     if diff:
         raise WarmStartError(
             f"--init-from {path}: the run's architecture differs from the artifact's "
@@ -56,7 +58,7 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
         )
     enc, dec = unwrap(nets.encoder), unwrap(nets.decoder)
     # load_state_dict copies into the existing (possibly channels_last) parameters.
-    widen_encoder_head(cast(Encoder, enc), art.encoder)  # a plain copy when the head is as wide
+    grow_encoder(cast(Encoder, enc), art.encoder)  # a plain copy when the architectures are the same
     dec.load_state_dict(art.decoder.state_dict())
     nets.ema.shadow.load_state_dict(art.decoder.state_dict())
     if nets.ema_encoder is not None:
@@ -79,6 +81,6 @@ def warm_start(nets: Nets, cfg: ModelConfig, path: str | Path) -> dict[str, Any]
         "gan_prior_from_artifact": prior_loaded,
         "discriminator": "fresh (artifacts hold no discriminator)",
     }
-    if widened:
-        record["encoder_head_widened"] = [art.config.enc_head_channels, cfg.enc_head_channels]
+    if grown:
+        record["encoder_grown"] = grown  # field: [artifact's, run's]
     return record

@@ -11,8 +11,9 @@ from facegen_core import Discriminator, ModelConfig, build_autoencoder, count_pa
 
 @pytest.mark.parametrize("image_size", [32, 64, 128])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shapes(image_size: int, channels: int) -> None:
-    cfg = ModelConfig.tiny(image_size=image_size, channels=channels)
+@pytest.mark.parametrize("res_blocks", [0, 2])
+def test_shapes(image_size: int, channels: int, res_blocks: int) -> None:
+    cfg = ModelConfig.tiny(image_size=image_size, channels=channels, enc_res_blocks=res_blocks)
     enc, dec = build_autoencoder(cfg)
     dis = Discriminator(cfg, norm="spectral")
     x = torch.rand(2, channels, image_size, image_size) * 2 - 1
@@ -43,6 +44,20 @@ def test_config_round_trip_and_validation(tmp_path) -> None:
         ModelConfig(channels=2)
     with pytest.raises(ValueError, match="Unknown model config keys"):
         ModelConfig.from_dict({"image_size": 64, "bogus": 1})
+    with pytest.raises(ValueError, match="enc_res_blocks"):
+        ModelConfig(enc_res_blocks=-1)
+
+
+def test_config_without_newer_fields_builds_the_old_encoder() -> None:
+    """A config.json written before enc_res_blocks existed rebuilds the same state-dict keys."""
+    old = ModelConfig.tiny().to_dict()
+    del old["enc_res_blocks"]
+    enc, _ = build_autoencoder(ModelConfig.from_dict(old))
+    assert not any(k.startswith("res.") for k in enc.state_dict())
+    deeper, _ = build_autoencoder(ModelConfig.tiny(enc_res_blocks=1))
+    assert {k for k in deeper.state_dict() if k.startswith("res.")} and set(enc.state_dict()) < set(
+        deeper.state_dict()
+    )
 
 
 def test_nearest_up2_is_nn_upsample_bit_for_bit() -> None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from service.batcher import Batcher
 from service.middleware import RequestContext
-from service.model_info import DECODE, ENCODE, ModelInfo
+from service.model_info import DECODE, ENCODE, REFINE, ModelInfo
+from service.refining import start_rows, unfinished
 
 
 @dataclass
@@ -41,3 +42,11 @@ class Model:
         """uint8 (N, S, S, C) -> mu, logvar, each float32 (N, latent_dim)."""
         stats = await self._run(ENCODE, images)  # (N, 2, latent_dim)
         return stats[:, 0], stats[:, 1]
+
+    async def refine(self, images: np.ndarray, z0: np.ndarray, steps: int) -> np.ndarray:
+        """Latents z0 (N, latent_dim) of uint8 faces (N, S, S, C) refined for ``steps`` steps each
+        (facegen_core.refine), in slices (service/refining.py): float32 (N, latent_dim)."""
+        rows = start_rows(images, np.ascontiguousarray(z0, np.float32), steps)
+        while (left := unfinished(rows)).any():
+            rows[left] = await self._run(REFINE, rows[left])
+        return np.ascontiguousarray(rows["z"])

@@ -9,9 +9,10 @@ from typing import Any
 from facegen_core.attributes import AttributeDirections
 from facegen_core.latent import LatentPrior
 
-# The model's two primitive operations: the batcher's queue keys and the ``op`` metrics label.
-ENCODE, DECODE = "encode", "decode"
-OPS = (ENCODE, DECODE)
+# The model's primitive operations: the batcher's queue keys and the ``op`` metrics label.
+# refine: a slice of per-face latent refinement (service/refining.py).
+ENCODE, DECODE, REFINE = "encode", "decode", "refine"
+OPS = (ENCODE, DECODE, REFINE)
 
 
 @dataclass(frozen=True)

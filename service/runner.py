@@ -67,6 +67,7 @@ from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
 from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
+from facegen_core.refine import RefineState, adam_step, inside_photo, latent_gradient
 from service.model_info import DECODE, ENCODE, ModelInfo
 from service.settings import Settings
 
@@ -371,6 +372,44 @@ class ModelRunner:
             stats = self._chunked(self._graphs.get(ENCODE, self._encode_pass), x)  # (B, 2, D)
         return stats.cpu().numpy().astype(np.float32)
 
+    def refine(self, rows: np.ndarray) -> np.ndarray:
+        """A slice of refinement (facegen_core.refine) for rows of ``service.refining.refine_dtype``:
+        every row with steps left takes steps, all together, until ``refine_slice_ms`` has passed
+        (at least one step); the rows come back with their state advanced. Each step's gradients
+        are computed in fixed-shape passes like decode's, so a row's floats do not depend on its
+        batch; refinement runs in fp32 (its gradients are small: fp16 would underflow them)."""
+        art, info = self._require(), self.info
+        assert info is not None
+        budget = self.settings.refine_slice_ms / 1000.0
+        with self._lock:
+            started = time.perf_counter()
+            dev = self.device
+            u8 = (
+                torch.from_numpy(np.ascontiguousarray(rows["image"])).to(dev).permute(0, 3, 1, 2)
+            )  # (B, C, H, W)
+            x = uint8_to_model(u8).flatten(1)  # (B, C*H*W) in [-1, 1]
+            mask = inside_photo(u8).flatten(1).float()  # (B, H*W): the photo's pixels
+            state = RefineState(
+                z=torch.from_numpy(rows["z"].copy()).to(dev),
+                m=torch.from_numpy(rows["m"].copy()).to(dev),
+                v=torch.from_numpy(rows["v"].copy()).to(dev),
+                done=torch.from_numpy(rows["done"].astype(np.int64)).to(dev),
+                total=torch.from_numpy(rows["total"].astype(np.int64)).to(dev),
+            )
+            while True:
+                active = state.active.nonzero().flatten()  # (k,)
+                if active.numel() == 0:
+                    break
+                packed = torch.cat([state.z[active], x[active], mask[active]], dim=1)  # (k, D + CHW + HW)
+                grad = self._chunked(partial(_refine_pass, art.decoder, info), packed)  # (k, D)
+                adam_step(state, grad, active)
+                if time.perf_counter() - started >= budget:
+                    break
+            out = rows.copy()
+            out["z"], out["m"], out["v"] = (t.cpu().numpy() for t in (state.z, state.m, state.v))
+            out["done"] = state.done.cpu().numpy()
+        return out
+
     def _encode_pass(self, x: torch.Tensor) -> torch.Tensor:
         """(b, C, H, W) in [-1, 1] -> (b, 2, D): mu and logvar of q(z|x), in fp32."""
         mu, logvar = self._require().encoder(x)
@@ -426,6 +465,18 @@ def run_passes(
     else:
         outs = [fn(part) for part in parts]
     return torch.cat([out[:k] for out, k in zip(outs, kept, strict=True)])
+
+
+def _refine_pass(decoder: torch.nn.Module, info: ModelInfo, packed: torch.Tensor) -> torch.Tensor:
+    """One pass of refinement gradients: rows (b, D + C*H*W + H*W) of [z, x in [-1, 1], photo
+    mask] -> ∂loss/∂z (b, D), in fp32 with autograd on (lanes run passes in inference mode)."""
+    d, c, s = info.latent_dim, info.channels, info.image_size
+    with torch.inference_mode(False), torch.autocast(packed.device.type, enabled=False):
+        packed = packed.clone()  # a tensor made in inference mode cannot be saved for backward
+        z = packed[:, :d]  # (b, D)
+        x = packed[:, d : d + c * s * s].reshape(-1, c, s, s)  # (b, C, H, W)
+        mask = packed[:, d + c * s * s :].reshape(-1, 1, s, s)  # (b, 1, H, W); padding rows: all 0
+        return latent_gradient(decoder, z, x, mask)
 
 
 def _run_passes(

@@ -259,6 +259,12 @@ class EditForm(BaseModel):
         default=None, description='JSON object as in the JSON body, e.g. {"attribute": "Male"}.'
     )
     align: FormBool | None = Field(default=None, description="Align the photo by its face (as for /encode).")
+    refine: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Refine the photo's latent for this many steps (as for /encode).",
+    )
 
 
 class EditResponse(BaseModel):
@@ -269,7 +275,9 @@ class EditResponse(BaseModel):
     seed: int | None = Field(default=None, description="The seed edited; null for a latent or photo.")
     attributes: dict[str, float] = Field(..., description="The edit applied to every row.")
     sweep: list[float] | None = Field(default=None, description="Per row: the swept attribute's strength.")
-    source_latent: list[float] = Field(..., description="The face's latent before the edit.")
+    source_latent: list[float] = Field(
+        ..., description="The face's latent before the edit (a photo's: refined when `refine` > 0)."
+    )
     latents: list[list[float]] = Field(..., description="The edited latents, one per image.")
     images: list[str] = Field(..., description="base64 PNGs, one per row.")
 
@@ -344,6 +352,9 @@ class DetectedFace(BaseModel):
 class LatentStats(BaseModel):
     mu: list[float] = Field(..., description="Mean of q(z|x): the face's latent.")
     logvar: list[float] = Field(..., description="log σ² of q(z|x): the encoder's uncertainty.")
+    latent: list[float] = Field(
+        ..., description="The latent to decode: mu, or mu refined for `refine` steps (docs/refine.md)."
+    )
     face: DetectedFace | None = Field(
         default=None,
         description="The face the upload was aligned by (the largest one found); null when it "
@@ -359,7 +370,8 @@ class EncodeResponse(BaseModel):
                     "model": "celeba64",
                     "version": 3,
                     "latent_dim": 8,
-                    "items": [{"mu": EXAMPLE_LATENT, "logvar": EXAMPLE_LOGVAR}],
+                    "refine": 0,
+                    "items": [{"mu": EXAMPLE_LATENT, "logvar": EXAMPLE_LOGVAR, "latent": EXAMPLE_LATENT}],
                 }
             ]
         }
@@ -368,6 +380,7 @@ class EncodeResponse(BaseModel):
     model: str
     version: int
     latent_dim: int
+    refine: int = Field(default=0, description="Refinement steps each latent took (0: none).")
     items: list[LatentStats]
 
 
@@ -378,7 +391,10 @@ class ReconstructResponse(BaseModel):
     inputs: list[str] | None = Field(
         default=None, description="With pair=true: the model's input crops (base64 PNG)."
     )
-    latents: list[list[float]] = Field(..., description="mu of each file (what was decoded).")
+    latents: list[list[float]] = Field(
+        ..., description="Each file's latent, what was decoded: mu, or mu refined for `refine` steps."
+    )
+    refine: int = Field(default=0, description="Refinement steps each latent took (0: none).")
     faces: list[DetectedFace | None] = Field(
         ...,
         description="Per file, the face it was aligned by (the largest one found), or null when "

@@ -106,6 +106,24 @@ class Settings(BaseSettings):
             "requests in flight finish (up to request_timeout_s) and the process exits."
         ),
     )
+    max_refine_steps: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description=(
+            "Most refinement steps a request may ask for (`refine` on /encode, /reconstruct, /edit): "
+            "each is a decoder forward and backward pass per face (docs/refine.md). 0: refinement off."
+        ),
+    )
+    refine_slice_ms: float = Field(
+        default=100.0,
+        gt=0.0,
+        le=60_000.0,
+        description=(
+            "Refinement holds the model for about this long per call (at least one step), then "
+            "other requests' batches run before it goes on. The result does not depend on it."
+        ),
+    )
     warmup_batch_sizes: tuple[int, ...] = Field(
         default=(1, 8, 64), description="Batch sizes run once (encode and decode) before /readyz is 200."
     )

@@ -31,7 +31,7 @@ from facegen_core.artifact import ArtifactError, ModelStore
 from service.batcher import Batcher
 from service.errors import ModelLoadError, SwapInProgressError
 from service.metrics import Metrics
-from service.model_info import DECODE, ENCODE
+from service.model_info import DECODE, ENCODE, REFINE
 from service.runner import ModelRunner
 from service.settings import Settings
 
@@ -77,7 +77,7 @@ class ModelVersions:
         s = self.settings
         runner = ModelRunner(s, self.executor, name, version)
         batcher = Batcher(
-            {ENCODE: runner.encode, DECODE: runner.decode},
+            {ENCODE: runner.encode, DECODE: runner.decode, REFINE: runner.refine},
             max_batch_size=s.max_batch_size,
             max_delay_s=s.max_delay_s,
             max_queue_rows=s.max_queue_rows,

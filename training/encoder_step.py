@@ -14,7 +14,7 @@ The objective is the VAE's for q(z|x) alone with p(x|z) fixed (Larsen et al. 201
 with the decoder in eval mode (its BatchNorm statistics, what serving uses) and no gradient
 for its weights, and no discriminator: L_llike^Dis_l and L_GAN train the decoder, which
 stays as it was, so its samples (and FID) are bit for bit the initial artifact's. L_pixel
-counts only pixels from the photo (``training.photo_mask``): aligned FairFace faces are
+counts only pixels from the photo (``facegen_core.refine.inside_photo``): aligned FairFace faces are
 half black border. Use ``--pixel-pool 1`` with this mode: PSNR is per pixel, and the
 decoder's sharpness is fixed.
 """
@@ -27,7 +27,7 @@ from facegen_core.device import autocast
 from facegen_core.preprocess import uint8_to_model
 from training import losses
 from training.distributed import DistInfo
-from training.photo_mask import inside_photo
+from facegen_core.refine import inside_photo
 from training.step import Nets, StepConfig, unwrap
 
 

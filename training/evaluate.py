@@ -38,7 +38,7 @@ from training.data import DatasetError, FaceDataset, load_faces, split_indices
 from training.metrics_faces import DETECTOR, DetectorUnavailableError, face_found_rate
 from training.metrics_image import psnr_per_image, sharpness, ssim_per_image
 from training.model_card import CARD_FILE, write_card
-from training.photo_mask import inside_photo, masked_mse
+from facegen_core.refine import inside_photo, masked_mse
 
 # Sample counts: "standard" is the protocol of the figures in the README and manifests;
 # "quick" (--quick) is a cheaper proxy for A/B comparisons between training recipes.

@@ -62,7 +62,7 @@ def pixel_likelihood(
     a per-pixel Gaussian can only average into blur, to Dis_l and the GAN.
 
     ``keep`` (B, 1, H, W) bool, when given, restricts the mean to those pixels (after pooling,
-    to the cells wholly inside them): ``training.photo_mask.inside_photo``'s photo pixels.
+    to the cells wholly inside them): ``facegen_core.refine.inside_photo``'s photo pixels.
     """
     recon, real = recon.float(), real.float()
     if pool > 1:

@@ -155,7 +155,8 @@ class Faces:
 
 @dataclass
 class Encoding:
-    """``mu`` (n, latent_dim) float32 is each photo's latent; ``logvar`` the encoder's uncertainty;
+    """``mu`` (n, latent_dim) float32 is each photo's encoder mean; ``logvar`` the encoder's
+    uncertainty; ``latent`` the latent to decode (``mu``, or ``mu`` refined for ``refine`` steps);
     ``faces[i]`` the face box and landmarks the photo was aligned by (None when not aligned)."""
 
     model: str
@@ -163,6 +164,13 @@ class Encoding:
     mu: np.ndarray
     logvar: np.ndarray
     faces: list[dict[str, Any] | None]
+    refined: np.ndarray | None = None  # (n, latent_dim) with refine > 0
+    refine: int = 0
+
+    @property
+    def latent(self) -> np.ndarray:
+        """(n, latent_dim) float32: what to decode, ``refined`` when refinement ran, else ``mu``."""
+        return self.mu if self.refined is None else self.refined
 
 
 def parse_faces(response: httpx.Response) -> Faces:
@@ -191,6 +199,8 @@ def parse_encoding(response: httpx.Response) -> Encoding:
         mu=np.asarray([it["mu"] for it in items], np.float32),
         logvar=np.asarray([it["logvar"] for it in items], np.float32),
         faces=[it.get("face") for it in items],
+        refined=np.asarray([it["latent"] for it in items], np.float32) if body.get("refine") else None,
+        refine=int(body.get("refine", 0)),
     )
 
 
@@ -270,16 +280,18 @@ def _upload_call(path: str, images: Sequence[ImageInput] | ImageInput, data: dic
     return Call("POST", path, data=data, files=files)
 
 
-def _align(align: bool | None) -> dict[str, Any]:
-    return {} if align is None else {"align": "true" if align else "false"}
+def _align(align: bool | None, refine: int = 0) -> dict[str, Any]:
+    """The upload routes' form options; ``refine`` is sent only when asked for (older servers)."""
+    out = {} if align is None else {"align": "true" if align else "false"}
+    return out | ({"refine": str(int(refine))} if refine else {})
 
 
-def encode_call(images: Sequence[ImageInput] | ImageInput, align: bool | None) -> Call:
-    return _upload_call("/encode", images, _align(align))
+def encode_call(images: Sequence[ImageInput] | ImageInput, align: bool | None, refine: int = 0) -> Call:
+    return _upload_call("/encode", images, _align(align, refine))
 
 
-def reconstruct_call(images: Sequence[ImageInput] | ImageInput, align: bool | None) -> Call:
-    return _upload_call("/reconstruct", images, {"format": "json", **_align(align)})
+def reconstruct_call(images: Sequence[ImageInput] | ImageInput, align: bool | None, refine: int = 0) -> Call:
+    return _upload_call("/reconstruct", images, {"format": "json", **_align(align, refine)})
 
 
 def interpolate_call(
@@ -319,6 +331,7 @@ def edit_call(
     latent: Sequence[float] | np.ndarray | None,
     image: ImageInput | None,
     temperature: float,
+    refine: int = 0,
 ) -> Call:
     if sum(x is not None for x in (seed, latent, image)) != 1:
         raise ValueError("edit takes exactly one of seed, latent or image.")
@@ -327,7 +340,7 @@ def edit_call(
         return Call(
             "POST",
             "/edit",
-            data={"attributes": json.dumps(dict(attributes))},
+            data={"attributes": json.dumps(dict(attributes)), **_align(None, refine)},
             files=[("image", image_file(image))],
             headers=accept,
         )

@@ -83,13 +83,15 @@ class AsyncClient(ClientCore):
         """One face per row of ``latents`` (n, latent_dim)."""
         return await self._do(_api.decode_call(latents), _api.parse_faces)
 
-    async def encode(self, images: Images, align: bool | None = None) -> Encoding:
-        """Photos (paths, bytes, PIL images or uint8 arrays; 1-64) to latents."""
-        return await self._do(_api.encode_call(images, align), _api.parse_encoding)
+    async def encode(self, images: Images, align: bool | None = None, refine: int = 0) -> Encoding:
+        """Photos (paths, bytes, PIL images or uint8 arrays; 1-64) to latents; ``refine``: steps
+        of per-face refinement of each latent (the server's docs/refine.md), 0 for none."""
+        return await self._do(_api.encode_call(images, align, refine), _api.parse_encoding)
 
-    async def reconstruct(self, images: Images, align: bool | None = None) -> Faces:
-        """Each photo encoded and decoded; ``latents`` are the photos' ``mu``."""
-        return await self._do(_api.reconstruct_call(images, align), _api.parse_faces)
+    async def reconstruct(self, images: Images, align: bool | None = None, refine: int = 0) -> Faces:
+        """Each photo encoded and decoded; ``latents`` are the photos' ``mu`` (refined for
+        ``refine`` steps when > 0)."""
+        return await self._do(_api.reconstruct_call(images, align, refine), _api.parse_faces)
 
     async def interpolate(
         self,
@@ -112,10 +114,12 @@ class AsyncClient(ClientCore):
         latent: Sequence[float] | np.ndarray | None = None,
         image: ImageInput | None = None,
         temperature: float = 1.0,
+        refine: int = 0,
     ) -> Faces:
         """A face (from a seed, a latent or a photo) moved along named attributes, e.g.
-        ``{"Smiling": 1.0}`` (``models()`` lists each model's attributes)."""
-        call = _api.edit_call(attributes, seed, latent, image, temperature)
+        ``{"Smiling": 1.0}`` (``models()`` lists each model's attributes); ``refine``: a photo's
+        latent refined for this many steps first."""
+        call = _api.edit_call(attributes, seed, latent, image, temperature, refine)
         return await self._do(call, _api.parse_faces)
 
     async def models(self) -> dict[str, Any]:

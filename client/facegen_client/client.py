@@ -86,13 +86,15 @@ class Client(ClientCore):
         """One face per row of ``latents`` (n, latent_dim)."""
         return self._do(_api.decode_call(latents), _api.parse_faces)
 
-    def encode(self, images: Images, align: bool | None = None) -> Encoding:
-        """Photos (paths, bytes, PIL images or uint8 arrays; 1-64) to latents."""
-        return self._do(_api.encode_call(images, align), _api.parse_encoding)
+    def encode(self, images: Images, align: bool | None = None, refine: int = 0) -> Encoding:
+        """Photos (paths, bytes, PIL images or uint8 arrays; 1-64) to latents; ``refine``: steps
+        of per-face refinement of each latent (the server's docs/refine.md), 0 for none."""
+        return self._do(_api.encode_call(images, align, refine), _api.parse_encoding)
 
-    def reconstruct(self, images: Images, align: bool | None = None) -> Faces:
-        """Each photo encoded and decoded; ``latents`` are the photos' ``mu``."""
-        return self._do(_api.reconstruct_call(images, align), _api.parse_faces)
+    def reconstruct(self, images: Images, align: bool | None = None, refine: int = 0) -> Faces:
+        """Each photo encoded and decoded; ``latents`` are the photos' ``mu`` (refined for
+        ``refine`` steps when > 0)."""
+        return self._do(_api.reconstruct_call(images, align, refine), _api.parse_faces)
 
     def interpolate(
         self,
@@ -115,10 +117,12 @@ class Client(ClientCore):
         latent: Sequence[float] | np.ndarray | None = None,
         image: ImageInput | None = None,
         temperature: float = 1.0,
+        refine: int = 0,
     ) -> Faces:
         """A face (from a seed, a latent or a photo) moved along named attributes, e.g.
-        ``{"Smiling": 1.0}`` (``models()`` lists each model's attributes)."""
-        call = _api.edit_call(attributes, seed, latent, image, temperature)
+        ``{"Smiling": 1.0}`` (``models()`` lists each model's attributes); ``refine``: a photo's
+        latent refined for this many steps first."""
+        call = _api.edit_call(attributes, seed, latent, image, temperature, refine)
         return self._do(call, _api.parse_faces)
 
     def models(self) -> dict[str, Any]:

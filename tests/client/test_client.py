@@ -57,6 +57,21 @@ def test_encode_and_reconstruct_photos_given_as_bytes_pil_arrays_and_paths(fg: C
     np.testing.assert_array_equal(recon.arrays(), fg.decode(enc.mu).arrays())
 
 
+def test_refine_on_encode_reconstruct_and_edit(fg: Client) -> None:
+    photo = fg.generate(seed=3).png[0]
+    plain = fg.encode(photo, align=False)
+    assert plain.refine == 0 and plain.refined is None and plain.latent is plain.mu
+    enc = fg.encode(photo, align=False, refine=6)
+    assert enc.refine == 6 and enc.refined is not None and enc.latent is enc.refined
+    np.testing.assert_array_equal(enc.mu, plain.mu)  # mu stays the encoder's mean
+    assert not np.array_equal(enc.latent, enc.mu)
+    recon = fg.reconstruct(photo, align=False, refine=6)
+    np.testing.assert_array_equal(recon.latents, enc.latent)
+    np.testing.assert_array_equal(recon.arrays(), fg.decode(enc.latent).arrays())
+    edited = fg.edit({}, image=photo, refine=6)
+    np.testing.assert_array_equal(edited.latents, enc.latent)  # no attributes: the source latent
+
+
 def test_interpolate_between_seeds_latents_and_photos(fg: Client) -> None:
     ends = fg.generate(n=2, seed=100)
     path = fg.interpolate(100, 101, steps=5)

@@ -12,7 +12,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import render
-from service.api.inputs import check_latent, form_align, invalid, read_images
+from service.api.inputs import check_latent, encode_latents, form_align, form_refine, invalid, read_images
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.deps import ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
@@ -109,8 +109,8 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
     encoder means along the direction: 0 leaves the face, +2 clearly adds the attribute, -2
     removes it. GET /models lists the model's attributes; an unknown name is a 422 naming them.
 
-    Multipart: the file `image` (aligned like other uploads; `align` as for /encode) and a form
-    field `attributes` holding the same JSON object (and `sweep`, as below).
+    Multipart: the file `image` (aligned like other uploads; `align` and `refine` as for /encode)
+    and a form field `attributes` holding the same JSON object (and `sweep`, as below).
 
     `sweep: {"attribute", "start", "stop", "steps", "format"}` adds one attribute at `steps`
     strengths from start to stop (on top of `attributes`): a strip (one PNG, left to right) or
@@ -125,9 +125,10 @@ async def edit(request: Request, model: ReadyModel, settings: SettingsDep) -> Re
         ) as form:
             body, image = _parse_form(form)
             _check(model, body)
+            refine = form_refine(form, settings)
             crops, _ = await read_images([image], "image", settings, info, ctx, form_align(form))
-        mu, _ = await model.encode(crops)  # (1, D)
-        z, seed = np.asarray(mu[0], np.float32), None
+        latent, _, _ = await encode_latents(model, crops, refine)  # (1, D)
+        z, seed = np.asarray(latent[0], np.float32), None
     elif ctype == "application/json" or ctype.endswith("+json"):
         body = _parse_json(await request.body())
         _check(model, body)

@@ -8,7 +8,15 @@ import numpy as np
 from fastapi import APIRouter, Form, Response
 
 from service.api import render
-from service.api.inputs import AlignOption, Images, form_fields, read_images
+from service.api.inputs import (
+    AlignOption,
+    Images,
+    RefineOption,
+    check_refine,
+    encode_latents,
+    form_fields,
+    read_images,
+)
 from service.api.render import face_json
 from service.api.responses import IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
@@ -16,7 +24,13 @@ from service.imaging import png_text
 from service.schemas import FormBool, ReconstructResponse
 
 router = APIRouter(tags=["latents"])
-FIELDS = {"image": True, "pair": False, "format": False, "align": False}  # name -> may repeat
+FIELDS = {
+    "image": True,
+    "pair": False,
+    "format": False,
+    "align": False,
+    "refine": False,
+}  # name -> may repeat
 
 
 @router.post(
@@ -38,8 +52,11 @@ async def reconstruct(
         Literal["png", "json"], Form(description="png: one image or a grid; json: base64 PNGs.")
     ] = "png",
     align: AlignOption = None,
+    refine: RefineOption = 0,
 ) -> Response | ReconstructResponse:
-    """Each file is encoded and its mean `mu` decoded (no sampling, so the result is repeatable).
+    """Each file is encoded and its mean `mu` decoded (no sampling, so the result is repeatable);
+    with `refine=N`, `mu` is first refined for N steps to match the photo (docs/refine.md):
+    closer to the photo, at N decoder forward and backward passes per file.
 
     `png`: one reconstruction, or a grid of ceil(√N) columns; with `pair=true`, one row per
     file: the model's input crop, then its reconstruction. `json`: base64 PNGs (`inputs` too
@@ -47,9 +64,10 @@ async def reconstruct(
     it was aligned (`align`, as for /encode), else null.
     """
     info = model.info
+    check_refine(refine, settings)
     crops, faces = await read_images(image, "image", settings, info, ctx, align)  # (N, S, S, C)
-    mu, _ = await model.encode(crops)
-    recon = await model.decode(mu)  # (N, S, S, C)
+    latent, _, _ = await encode_latents(model, crops, refine)
+    recon = await model.decode(latent)  # (N, S, S, C)
     level = settings.png_compress_level
     text = png_text(info.name, info.version, kind="reconstruction")
     if format == "json":
@@ -70,7 +88,8 @@ async def reconstruct(
             version=info.version,
             images=images,
             inputs=inputs,
-            latents=mu.tolist(),
+            latents=latent.tolist(),
+            refine=refine,
             faces=[face_json(f) for f in faces],
         )
         return render.json(body)

@@ -92,10 +92,12 @@ def latent_gradient(
 ) -> torch.Tensor:
     """∂/∂z of Σ_rows masked_mse(Dec(z), x): (b, D) for z (b, D), x (b, C, H, W) in [-1, 1] and
     mask (b, 1, H, W). A row whose mask is empty (padding) gets a zero gradient. The decoder
-    must be in eval mode (BatchNorm's running statistics: rows do not see each other)."""
-    with torch.enable_grad():
-        zz = z.detach().float().requires_grad_(True)
-        m = mask.float()
+    must be in eval mode (BatchNorm's running statistics: rows do not see each other). Callable
+    under ``torch.inference_mode`` (the service's passes, evaluation): autograd is turned back on
+    here, and the inputs cloned, since a tensor made in inference mode cannot be saved for backward."""
+    with torch.inference_mode(False), torch.enable_grad():
+        zz = z.detach().float().clone().requires_grad_(True)
+        x, m = x.clone(), mask.float().clone()
         n = (m.flatten(1).sum(1) * x.shape[1]).clamp_min(1.0)  # (b,)
         per_row = ((decoder(zz).float() - x.float()) ** 2 * m).flatten(1).sum(1) / n  # (b,)
         (grad,) = torch.autograd.grad(per_row.sum(), zz)

@@ -469,10 +469,10 @@ def run_passes(
 
 def _refine_pass(decoder: torch.nn.Module, info: ModelInfo, packed: torch.Tensor) -> torch.Tensor:
     """One pass of refinement gradients: rows (b, D + C*H*W + H*W) of [z, x in [-1, 1], photo
-    mask] -> ∂loss/∂z (b, D), in fp32 with autograd on (lanes run passes in inference mode)."""
+    mask] -> ∂loss/∂z (b, D), in fp32 (``latent_gradient`` turns autograd on in the lanes'
+    inference mode)."""
     d, c, s = info.latent_dim, info.channels, info.image_size
-    with torch.inference_mode(False), torch.autocast(packed.device.type, enabled=False):
-        packed = packed.clone()  # a tensor made in inference mode cannot be saved for backward
+    with torch.autocast(packed.device.type, enabled=False):
         z = packed[:, :d]  # (b, D)
         x = packed[:, d : d + c * s * s].reshape(-1, c, s, s)  # (b, C, H, W)
         mask = packed[:, d + c * s * s :].reshape(-1, 1, s, s)  # (b, 1, H, W); padding rows: all 0

@@ -25,9 +25,9 @@ import torch
 
 from facegen_core.device import autocast
 from facegen_core.preprocess import uint8_to_model
+from facegen_core.refine import inside_photo
 from training import losses
 from training.distributed import DistInfo
-from facegen_core.refine import inside_photo
 from training.step import Nets, StepConfig, unwrap
 
 

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,12 @@ from facegen_core.artifact import (
 )
 from facegen_core.device import resolve_device
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
+from facegen_core.refine import inside_photo, masked_mse, refine_latents
 from training import fid as fidlib
 from training.data import DatasetError, FaceDataset, load_faces, split_indices
 from training.metrics_faces import DETECTOR, DetectorUnavailableError, face_found_rate
 from training.metrics_image import psnr_per_image, sharpness, ssim_per_image
 from training.model_card import CARD_FILE, write_card
-from facegen_core.refine import inside_photo, masked_mse
 
 # Sample counts: "standard" is the protocol of the figures in the README and manifests;
 # "quick" (--quick) is a cheaper proxy for A/B comparisons between training recipes.
@@ -61,6 +62,8 @@ class EvalSettings:
     compute_fid: bool = True
     compute_faces: bool = True
     preset: str = "standard"
+    refine_steps: int = 0  # > 0: also measure reconstructions from refined latents (facegen_core.refine)
+    refine_faces: int = 500  # ...of the first this many validation faces
 
 
 @torch.inference_mode()
@@ -94,6 +97,22 @@ def reconstruct(
         recons.append(model_to_uint8(art.decoder(mu)).cpu())
         kls.append((-0.5 * (1 + logvar - mu**2 - logvar.exp())).sum(1).double().cpu())
     return torch.cat(recons), torch.cat(kls)
+
+
+def refined_reconstruct(
+    art: Artifact, images: torch.Tensor, steps: int, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """uint8 Dec(z*) (N, C, H, W): z* is μ(x) refined for ``steps`` steps against x, what the
+    service's ``refine=steps`` returns (facegen_core.refine)."""
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size].to(device)  # uint8 (B, C, H, W)
+        with torch.no_grad():
+            mu, _ = art.encoder(uint8_to_model(x))  # (B, latent_dim)
+        z = refine_latents(art.decoder, x, mu, steps)
+        with torch.no_grad():
+            out.append(model_to_uint8(art.decoder(z)).cpu())
+    return torch.cat(out)
 
 
 def reconstruction_metrics(
@@ -286,8 +305,46 @@ def source_metrics(
             "val": int(val_n.shape[0]),
             "detector": DETECTOR,
         }
+    if s.refine_steps > 0:
+        m["refined"] = refined_metrics(art, val[: s.refine_faces], s, dev, progress, ds.source)
     m["reconstruction_on"] = val_note
     return m
+
+
+def refined_metrics(
+    art: Artifact, val: torch.Tensor, s: EvalSettings, dev: torch.device, progress: bool, source: str
+) -> dict[str, Any]:
+    """The reconstruction figures of ``source_metrics`` for latents refined ``s.refine_steps``
+    steps (the service's ``refine``), on ``val`` (uint8 (N, C, H, W)), with the encoder's own
+    figures on the same faces beside them."""
+    t0 = time.perf_counter()
+    recon = refined_reconstruct(art, val, s.refine_steps, s.batch_size, dev)
+    seconds = time.perf_counter() - t0
+    plain, _ = reconstruct(art, val, s.batch_size, dev)
+    keep = inside_photo(val)
+
+    def figures(r: torch.Tensor) -> dict[str, float]:
+        mse_in = masked_mse(val.float() / 255.0, r.float() / 255.0, keep)  # (N,)
+        return {
+            "psnr_db": float(psnr_per_image(val, r).mean()),
+            "psnr_in_photo_db": float((10.0 * torch.log10(1.0 / mse_in[mse_in.isfinite()])).mean()),
+            "ssim": float(ssim_per_image(val, r).mean()),
+            "sharpness_recon": _rate(sharpness(r) / sharpness(val)),
+        }
+
+    out: dict[str, Any] = {
+        "steps": s.refine_steps,
+        "faces": int(val.shape[0]),
+        "refined": figures(recon),
+        "encoder": figures(plain),
+        "seconds_per_face": round(seconds / max(1, int(val.shape[0])), 4),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+    }
+    if s.compute_faces:
+        out["refined"]["faces_found"] = _rate(face_found_rate(recon, progress, f"faces: {source} refined"))
+        out["inputs_faces_found"] = _rate(face_found_rate(val, progress, f"faces: {source} inputs"))
+    return out
 
 
 def evaluate_artifact(
@@ -303,6 +360,8 @@ def evaluate_artifact(
     temperature: float = 1.0,
     compute_fid: bool = True,
     compute_faces: bool = True,
+    refine_steps: int = 0,
+    refine_faces: int = 500,
     preset: str = "standard",
     write: bool = False,
     device: str = "auto",
@@ -331,7 +390,17 @@ def evaluate_artifact(
             "--split own measures one data set given with --data and is not written to the manifest."
         )
     s = EvalSettings(
-        fid_samples, fid_real, face_samples, batch_size, seed, temperature, compute_fid, compute_faces, preset
+        fid_samples,
+        fid_real,
+        face_samples,
+        batch_size,
+        seed,
+        temperature,
+        compute_fid,
+        compute_faces,
+        preset,
+        refine_steps,
+        refine_faces,
     )
     dev = resolve_device(device)
     art = load_artifact(path, dev)  # verifies every sha256 first
@@ -523,6 +592,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-fid", action="store_true", help="skip FID")
     p.add_argument("--no-faces", action="store_true", help="skip the face-found rate (MTCNN, ~35 ms/image)")
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="also reconstruct from latents refined this many steps (the service's refine=N; "
+        "facegen_core.refine) and report them under 'refined' (default 0: not measured)",
+    )
+    p.add_argument(
+        "--refine-faces",
+        type=int,
+        default=500,
+        help="refine the first this many validation faces (default 500)",
+    )
     p.add_argument("--write", action="store_true", help="store the results in manifest.json under 'metrics'")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     p.add_argument(
@@ -572,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             compute_fid=not args.no_fid,
             compute_faces=not args.no_faces,
+            refine_steps=args.refine_steps,
+            refine_faces=args.refine_faces,
             preset=preset,
             write=args.write,
             device=args.device,

@@ -83,7 +83,7 @@ def _loss(dec: torch.nn.Module, z: torch.Tensor, faces: torch.Tensor) -> torch.T
 
 def test_refinement_lowers_each_faces_error_and_zero_steps_keep_the_start() -> None:
     """Faces the decoder can draw (from known latents), refined from latents beside them."""
-    dec, dim, side = _decoder()
+    dec, dim, _ = _decoder()
     g = torch.Generator().manual_seed(2)
     z_true = torch.randn(4, dim, generator=g)
     with torch.no_grad():

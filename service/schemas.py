@@ -207,6 +207,12 @@ class InterpolateForm(InterpolateOptions):
     end_seed: Seed | None = Field(
         default=None, description="Instead of end_image (never both): a seed, ASCII digits."
     )
+    refine: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Refine each photo's latent for this many steps (as for /encode).",
+    )
     align: FormBool | None = Field(
         default=None,
         description="Align each photo by its face (as for /encode). Not sent: true for models "
@@ -437,6 +443,10 @@ class LoadedModel(BaseModel):
     attributes: list[str] = Field(
         default_factory=list,
         description="Attribute names /edit and /generate accept (empty: the model has no directions).",
+    )
+    max_refine_steps: int = Field(
+        default=0,
+        description="Most `refine` steps a request may ask for (FACEGEN_MAX_REFINE_STEPS; 0: off).",
     )
 
 

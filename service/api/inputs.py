@@ -210,7 +210,7 @@ RefineOption = Annotated[
         "steps on the latent that make the decoded face match the photo (docs/refine.md). 0: the "
         "encoder's mean alone (fast). About +1.9 dB PSNR at 100 steps on faces64 v2, at the cost "
         "of 100 decoder forward and backward passes per face. At most FACEGEN_MAX_REFINE_STEPS "
-        "(GET /models: limits.max_refine_steps).",
+        "(GET /models: loaded.max_refine_steps).",
     ),
 ]
 

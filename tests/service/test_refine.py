@@ -70,6 +70,7 @@ def test_encode_refines_the_latent_towards_the_photo(client: httpx.Client, store
     body = _encode(client, files, MAX_STEPS)
     item = body["items"][0]
     assert body["refine"] == MAX_STEPS
+    assert client.get("/models").json()["loaded"]["max_refine_steps"] == MAX_STEPS
     assert item["mu"] == plain["items"][0]["mu"]  # mu stays the encoder's mean
     crop = decode_upload(PNG, max_pixels=10**7, image_size=SIDE, channels=3, crop="celeba")
     assert _mse(client, item["latent"], crop) < _mse(client, item["mu"], crop)
@@ -130,3 +131,17 @@ def test_a_server_with_refinement_off_says_so(store: Path) -> None:
         body = assert_problem(r, 422, "refine")
         assert "turned off" in body["detail"]
         assert _encode(c, [("image", ("a.png", PNG, "image/png"))], 0)["refine"] == 0
+
+
+def test_interpolate_from_a_photo_starts_at_its_refined_latent(client: httpx.Client) -> None:
+    latent = _encode(client, [("image", ("a.png", PNG, "image/png"))], 4)["items"][0]["latent"]
+    form = {"end_seed": "3", "steps": "3", "format": "json", "refine": "4"}
+    r = client.post("/interpolate", files={"start_image": ("a.png", PNG, "image/png")}, data=form)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["latents"][0], latent, rtol=1e-6)  # slerp's t = 0 end
+    bad = client.post(
+        "/interpolate",
+        files={"start_image": ("a.png", PNG, "image/png")},
+        data={**form, "refine": str(MAX_STEPS + 1)},
+    )
+    assert_problem(bad, 422, "refine")

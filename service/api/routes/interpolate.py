@@ -12,7 +12,16 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from service.api import caching, render
-from service.api.inputs import FORM_LIMITS, check_form_fields, check_latent, form_align, invalid, read_images
+from service.api.inputs import (
+    FORM_LIMITS,
+    check_form_fields,
+    check_latent,
+    encode_latents,
+    form_align,
+    form_refine,
+    invalid,
+    read_images,
+)
 from service.api.responses import CACHEABLE_IMAGE_RESPONSES, UPLOAD_ERROR_RESPONSES
 from service.deps import Ctx, ReadyModel, SettingsDep
 from service.errors import InvalidFieldError, UnsupportedMediaTypeError
@@ -128,8 +137,9 @@ async def _end_latents(
     ctx: Ctx,
     settings: SettingsDep,
     align: bool | None = None,
+    refine: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The two ends' latents, float32 (D,) each."""
+    """The two ends' latents, float32 (D,) each; a photo's refined ``refine`` steps."""
     info, out = model.info, []
     photos = [i for i, e in enumerate(ends) if isinstance(e, FormFile)]
     mus: dict[int, np.ndarray] = {}
@@ -139,7 +149,7 @@ async def _end_latents(
         crops, _ = await read_images([end], ("start_image", "end_image")[i], settings, info, ctx, align)
         mus[i] = crops[0]
     if photos:
-        mu, _ = await model.encode(np.stack([mus[i] for i in photos]))  # one call, 1–2 rows
+        mu, _, _ = await encode_latents(model, np.stack([mus[i] for i in photos]), refine)  # 1–2 rows
         mus = {i: mu[k] for k, i in enumerate(photos)}
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
@@ -206,7 +216,8 @@ async def interpolate_form(request: Request, model: Model, ctx: Ctx, settings: S
     """The multipart form (InterpolateForm): photos or seeds at the ends, options as fields."""
     async with request.form(**FORM_LIMITS) as form:
         opts, ends = _parse_form(form)
-        a, b = await _end_latents(ends, opts, model, ctx, settings, form_align(form))
+        refine = form_refine(form, settings)
+        a, b = await _end_latents(ends, opts, model, ctx, settings, form_align(form), refine)
     return await _frames(model, ctx, settings, opts, ends, a, b, {})
 
 

@@ -49,6 +49,7 @@ async def models(services: ServicesDep) -> ModelsResponse:
         cuda_graphs=runner.cuda_graphs if runner.state != "loading" else None,
         manifest=manifest,
         attributes=list(info.attributes.names) if info and info.attributes else [],
+        max_refine_steps=s.max_refine_steps,
     )
     store = ModelStore(s.model_store)
     try:

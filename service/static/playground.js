@@ -90,6 +90,7 @@ async function loadModel() {
           `${loaded.name} v${loaded.version} · ${loaded.image_size}×${loaded.image_size} · ` +
           `latent ${loaded.latent_dim} · ${loaded.device}`;
         buildSliders();
+        showRefine(loaded.max_refine_steps ?? 0);
         return;
       }
       $("model").textContent = `model ${loaded.state}: ${loaded.reason}`;
@@ -321,6 +322,12 @@ function drawFace(face, width, height) {
   }
 }
 
+function showRefine(max) {
+  // Only the step counts this server allows (FACEGEN_MAX_REFINE_STEPS); none: no control.
+  for (const option of $("refine").options) option.hidden = Number(option.value) > max;
+  $("refine-label").hidden = max === 0;
+}
+
 async function upload() {
   const file = $("photo").files[0];
   if (!file) return;
@@ -329,7 +336,9 @@ async function upload() {
   form.append("pair", "true");
   form.append("format", "json");
   if ($("align").value) form.append("align", $("align").value);
-  setStatus(`Reconstructing ${file.name}…`);
+  const steps = Number($("refine").value);
+  if (steps > 0) form.append("refine", String(steps));
+  setStatus(`Reconstructing ${file.name}${steps > 0 ? ` (refining ${steps} steps)` : ""}…`);
   try {
     const out = await (await api("reconstruct", { form })).json();
     const view = $("photo-view");
@@ -349,7 +358,8 @@ async function upload() {
     button.setAttribute("aria-pressed", "false");
     mine.button = button;
     $("upload-result").hidden = false;
-    setStatus(`Reconstructed ${file.name}. Tap the reconstruction to morph or edit it.`);
+    const how = out.refine > 0 ? `, refined ${out.refine} steps` : "";
+    setStatus(`Reconstructed ${file.name}${how}. Tap the reconstruction to morph or edit it.`);
   } catch (error) {
     report(error);
   }
@@ -387,6 +397,7 @@ function init() {
   $("edit-reset").addEventListener("click", resetSliders);
   $("photo").addEventListener("change", upload);
   $("align").addEventListener("change", upload);
+  $("refine").addEventListener("change", upload);
   $("api-key").addEventListener("change", () => sessionStorage.setItem("facegen-api-key", $("api-key").value));
 
   loadModel().then(() => {

@@ -188,6 +188,23 @@ def test_upload_shows_the_crop_and_reconstruction(
     page.wait_for_selector("#morph:not([hidden]) #morph-frame[src^='data:image/png']")
 
 
+def test_upload_with_refinement_shows_the_refined_reconstruction(
+    page: Any, base_url: str, live_client: httpx.Client
+) -> None:
+    open_playground(page, base_url)
+    page.wait_for_selector("#refine-label:not([hidden])")  # the live server allows refinement
+    page.select_option("#refine", "25")
+    page.set_input_files("#photo", str(FACE_JPG))
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('refined 25')")
+    wait_decoded(page, "#upload-result img")
+    photo = {"image": ("face.jpg", FACE_JPG.read_bytes(), "image/jpeg")}
+    refined = live_client.post("/reconstruct", files=photo, data={"refine": "25"})
+    plain = live_client.post("/reconstruct", files=photo)
+    shown = data_url_pixels(page.get_attribute("#recon", "src") or "")
+    assert np.array_equal(shown, png_pixels(refined.content))
+    assert not np.array_equal(shown, png_pixels(plain.content))
+
+
 def test_upload_aligned_by_its_face_draws_the_face_found(
     page: Any, base_url: str, live_client: httpx.Client
 ) -> None:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     tiles = rows.flatten(0, 1).permute(0, 2, 3, 1).numpy()  # (N * S * cols, H, W, C)
     grid = make_grid(tiles, ncols=ncols)
     img = Image.fromarray(np.ascontiguousarray(grid))
-    img = img.resize((img.width * args.scale, img.height * args.scale), Image.NEAREST)
+    img = img.resize((img.width * args.scale, img.height * args.scale), Image.Resampling.NEAREST)
     img.save(args.out, optimize=True)
     cols = ["input", "encoder μ", *[f"{k} steps" for k in args.steps]]
     print(f"wrote {args.out}: {rows.shape[0]} faces × columns {', '.join(cols)}")

@@ -65,6 +65,9 @@ def test_the_bounds_that_once_drifted_are_there(spec: dict[str, Any]) -> None:
 
 def test_the_edit_form_schema_has_the_fields_the_route_reads(spec: dict[str, Any]) -> None:
     schema = spec["paths"]["/edit"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert tuple(schema["properties"]) == EDIT_FORM_FIELDS == ("image", "attributes", "sweep", "align")
+    fields = ("image", "attributes", "sweep", "align", "refine")
+    assert tuple(schema["properties"]) == EDIT_FORM_FIELDS == fields
     assert schema["required"] == ["image"] and schema["properties"]["image"]["format"] == "binary"
     assert schema["properties"]["align"]["type"] == "boolean"
+    refine = schema["properties"]["refine"]
+    assert (refine["type"], refine["minimum"], refine["default"]) == ("integer", 0, 0)

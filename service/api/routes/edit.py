@@ -23,7 +23,7 @@ from service.openapi import form_schema
 from service.schemas import EditForm, EditRequest, EditResponse, Sweep
 
 router = APIRouter(tags=["faces"])
-FORM_FIELDS = tuple(EditForm.model_fields)  # image, attributes, sweep, align
+FORM_FIELDS = tuple(EditForm.model_fields)  # image, attributes, sweep, align, refine
 MAX_JSON_FIELD = 16 * 1024  # bytes of a multipart field holding JSON
 
 OPENAPI_BODY = {

@@ -531,6 +531,35 @@ def _rows(m: dict[str, Any], note: str) -> list[tuple[str, str, str]]:
             ("Faces in recon", f"{fc['recon_found']:.3f}", "fraction of their reconstructions"),
             ("Faces recon/inputs", "n/a" if ratio is None else f"{ratio:.3f}", "1 = as many as the inputs"),
         ]
+    if "refined" in m:
+        r = m["refined"]
+        on = f"first {r['faces']} validation faces, refined {r['steps']} steps vs the encoder's μ"
+        rows += [
+            (
+                "Refined PSNR in photo",
+                f"{r['refined']['psnr_in_photo_db']:.2f} dB",
+                f"{on}: {r['encoder']['psnr_in_photo_db']:.2f} dB",
+            ),
+            ("Refined SSIM", f"{r['refined']['ssim']:.4f}", f"μ: {r['encoder']['ssim']:.4f}"),
+            (
+                "Refined sharpness",
+                f"{r['refined']['sharpness_recon']:.3f}",
+                f"μ: {r['encoder']['sharpness_recon']:.3f}",
+            ),
+            (
+                "Refine time",
+                f"{r['seconds_per_face']:.2f} s",
+                f"per face, {r['device']}, {r['threads']} threads",
+            ),
+        ]
+        if "faces_found" in r["refined"]:
+            rows.append(
+                (
+                    "Faces in refined",
+                    f"{r['refined']['faces_found']:.3f}",
+                    f"inputs: {r['inputs_faces_found']:.3f}",
+                )
+            )
     return rows
 
 

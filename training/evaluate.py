@@ -34,7 +34,7 @@ from facegen_core.artifact import (
 )
 from facegen_core.device import resolve_device
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
-from facegen_core.refine import inside_photo, masked_mse, refine_latents
+from facegen_core.refine import LEARNING_RATE, inside_photo, masked_mse, refine_latents
 from training import fid as fidlib
 from training.data import DatasetError, FaceDataset, load_faces, split_indices
 from training.metrics_faces import DETECTOR, DetectorUnavailableError, face_found_rate
@@ -64,6 +64,7 @@ class EvalSettings:
     preset: str = "standard"
     refine_steps: int = 0  # > 0: also measure reconstructions from refined latents (facegen_core.refine)
     refine_faces: int = 500  # ...of the first this many validation faces
+    refine_lr: float = LEARNING_RATE  # Adam's step size (the service's)
 
 
 @torch.inference_mode()
@@ -100,7 +101,12 @@ def reconstruct(
 
 
 def refined_reconstruct(
-    art: Artifact, images: torch.Tensor, steps: int, batch_size: int, device: torch.device
+    art: Artifact,
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    device: torch.device,
+    lr: float = LEARNING_RATE,
 ) -> torch.Tensor:
     """uint8 Dec(z*) (N, C, H, W): z* is μ(x) refined for ``steps`` steps against x, what the
     service's ``refine=steps`` returns (facegen_core.refine)."""
@@ -109,7 +115,7 @@ def refined_reconstruct(
         x = images[i : i + batch_size].to(device)  # uint8 (B, C, H, W)
         with torch.no_grad():
             mu, _ = art.encoder(uint8_to_model(x))  # (B, latent_dim)
-        z = refine_latents(art.decoder, x, mu, steps)
+        z = refine_latents(art.decoder, x, mu, steps, lr)
         with torch.no_grad():
             out.append(model_to_uint8(art.decoder(z)).cpu())
     return torch.cat(out)
@@ -318,7 +324,7 @@ def refined_metrics(
     steps (the service's ``refine``), on ``val`` (uint8 (N, C, H, W)), with the encoder's own
     figures on the same faces beside them."""
     t0 = time.perf_counter()
-    recon = refined_reconstruct(art, val, s.refine_steps, s.batch_size, dev)
+    recon = refined_reconstruct(art, val, s.refine_steps, s.batch_size, dev, s.refine_lr)
     seconds = time.perf_counter() - t0
     plain, _ = reconstruct(art, val, s.batch_size, dev)
     keep = inside_photo(val)
@@ -334,6 +340,7 @@ def refined_metrics(
 
     out: dict[str, Any] = {
         "steps": s.refine_steps,
+        "lr": s.refine_lr,
         "faces": int(val.shape[0]),
         "refined": figures(recon),
         "encoder": figures(plain),
@@ -362,6 +369,7 @@ def evaluate_artifact(
     compute_faces: bool = True,
     refine_steps: int = 0,
     refine_faces: int = 500,
+    refine_lr: float = LEARNING_RATE,
     preset: str = "standard",
     write: bool = False,
     device: str = "auto",
@@ -401,6 +409,7 @@ def evaluate_artifact(
         preset,
         refine_steps,
         refine_faces,
+        refine_lr,
     )
     dev = resolve_device(device)
     art = load_artifact(path, dev)  # verifies every sha256 first
@@ -634,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=500,
         help="refine the first this many validation faces (default 500)",
     )
+    p.add_argument(
+        "--refine-lr", type=float, default=LEARNING_RATE, help=f"Adam's step size (default {LEARNING_RATE})"
+    )
     p.add_argument("--write", action="store_true", help="store the results in manifest.json under 'metrics'")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     p.add_argument(
@@ -685,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
             compute_faces=not args.no_faces,
             refine_steps=args.refine_steps,
             refine_faces=args.refine_faces,
+            refine_lr=args.refine_lr,
             preset=preset,
             write=args.write,
             device=args.device,

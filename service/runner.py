@@ -68,7 +68,8 @@ from facegen_core.artifact import Artifact, ModelStore, load_artifact
 from facegen_core.device import PRECISIONS, autocast, resolve_device
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from facegen_core.refine import RefineState, adam_step, inside_photo, latent_gradient
-from service.model_info import DECODE, ENCODE, ModelInfo
+from service.model_info import DECODE, ENCODE, REFINE, ModelInfo
+from service.refining import start_rows
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,8 @@ class ModelRunner:
         slice_rows = WARMUP_SLICE_PASSES * self.chunk_rows
         for b in sorted({min(max(1, b), s.max_batch_size) for b in s.warmup_batch_sizes}):
             steps += [partial(self._warm_up_rows, min(slice_rows, b - i)) for i in range(0, b, slice_rows)]
+        if s.max_refine_steps > 0:
+            steps.append(self._warm_up_refine)
         if info.input_crop == "align":
             steps.append(_warm_up_detector)
         if s.warmup_delay_s:
@@ -245,6 +248,14 @@ class ModelRunner:
             raise RuntimeError("The probe's faces (seeds 0-3) hold non-finite values.")
         if float(x.std()) < 1e-4:
             raise RuntimeError("The probe's faces (seeds 0-3) are one flat colour.")
+
+    def _warm_up_refine(self) -> None:
+        """One refinement step of one row, so the first request's autograd set-up is paid here."""
+        assert self.info is not None
+        s, d = self.info.image_size, self.info.latent_dim
+        self.refine(
+            start_rows(np.zeros((1, s, s, self.info.channels), np.uint8), np.zeros((1, d), np.float32), 1)
+        )
 
     def _warm_up_rows(self, rows: int) -> None:
         """Decode and encode ``rows`` rows (through the CUDA graphs, when captured), so the
@@ -308,11 +319,24 @@ class ModelRunner:
         assert info is not None
         g = torch.Generator().manual_seed(0)
         rows = 2 * self.row_threads * self.chunk_rows
+        pixels = info.channels * info.image_size**2
         probes: dict[str, tuple[Pass, torch.Tensor]] = {
             DECODE: (art.decoder, torch.randn((rows, info.latent_dim), generator=g)),
             ENCODE: (
                 self._encode_pass,
                 torch.rand((rows, info.channels, info.image_size, info.image_size), generator=g) * 2 - 1,
+            ),
+            # refine's gradient pass: rows of [z, x, photo mask of ones]
+            REFINE: (
+                partial(_refine_pass, art.decoder, info),
+                torch.cat(
+                    [
+                        torch.randn((rows, info.latent_dim), generator=g),
+                        torch.rand((rows, pixels), generator=g) * 2 - 1,
+                        torch.ones((rows, info.image_size**2)),
+                    ],
+                    dim=1,
+                ),
             ),
         }
         with self._lock, torch.inference_mode():

@@ -13,6 +13,7 @@ import torch
 
 from facegen_core.latent import noise_for_seeds
 from service import runner as runner_mod
+from service.refining import start_rows, unfinished
 from service.runner import ModelRunner
 from service.settings import Settings
 from tests.service.live import tiny_artifact
@@ -168,6 +169,28 @@ def test_row_threads_compute_the_same_bits_as_the_model_thread(store: Path, runn
     assert laned._lanes is not None
     assert runner_for(store, row_threads=1)._lanes is None
     laned.shutdown()
+
+
+def test_refinement_on_row_lanes_gives_each_row_what_it_gets_alone(store: Path) -> None:
+    """Refinement's gradient passes run on the lanes too (1-row passes, one torch thread each);
+    a row refined among others must get the floats it gets alone, on the model thread."""
+    threads = torch.get_num_threads()
+    laned = runner_for(store, chunk_rows=1, row_threads=2, torch_threads=2)
+    assert laned.ready and laned._lanes is not None, laned.reason
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    z0 = rng.standard_normal((3, 8)).astype(np.float32)
+    together = start_rows(images, z0, 4)
+    while (left := unfinished(together)).any():
+        together[left] = laned.refine(together[left])
+    for i in range(3):
+        alone = laned.refine(start_rows(images[i : i + 1], z0[i : i + 1], 4))
+        while unfinished(alone).any():
+            alone = laned.refine(alone)
+        np.testing.assert_array_equal(alone["z"][0], together["z"][i])
+    assert not np.array_equal(together["z"], z0)
+    laned.shutdown()
+    torch.set_num_threads(threads)
 
 
 def test_row_threads_turn_off_when_they_would_change_the_floats(

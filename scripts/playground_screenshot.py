@@ -4,7 +4,8 @@
     .venv/bin/python scripts/playground_screenshot.py --url http://127.0.0.1:8731
 
 Drives Debian's chromium through Playwright, as tests/service/test_playground.py does: a grid
-from a seed, two faces selected (the morph paused on its middle frame), a photo uploaded; then
+from a seed, two faces selected (the morph paused on its middle frame), a photo uploaded (its
+latent refined by the Fit menu's --refine steps); then
 the same page on a phone-sized screen, and /docs. Writes PNGs into --out, and prints how long
 each step took in the browser (figures, not targets).
 """
@@ -21,7 +22,9 @@ from playwright.sync_api import Page, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def stage(page: Page, url: str, seed: int, n: int, photo: Path, picks: tuple[int, int]) -> dict[str, float]:
+def stage(
+    page: Page, url: str, seed: int, n: int, photo: Path, picks: tuple[int, int], refine: int = 0
+) -> dict[str, float]:
     """Grid, upload, two picks, morph paused mid-way; returns what each step took (ms, wall clock
     in the browser: the service's work, the transfer and the page's decoding together)."""
     took: dict[str, float] = {}
@@ -29,10 +32,12 @@ def stage(page: Page, url: str, seed: int, n: int, photo: Path, picks: tuple[int
     page.goto(f"{url}/?seed={seed}&n={n}&t=0.9")
     page.wait_for_function(f"() => document.querySelectorAll('#grid .face img').length === {n}")
     took[f"page load to a grid of {n} faces"] = 1000 * (time.perf_counter() - t0)
+    if refine:
+        page.select_option("#refine", str(refine))  # the Fit menu: refine the photo's latent
     t0 = time.perf_counter()
     page.set_input_files("#photo", str(photo))
     page.wait_for_selector("#upload-result:not([hidden])")
-    took["upload to crop + reconstruction shown"] = 1000 * (time.perf_counter() - t0)
+    took[f"upload to crop + reconstruction shown (refine {refine})"] = 1000 * (time.perf_counter() - t0)
     page.locator("#grid .face").nth(picks[0]).click()
     t0 = time.perf_counter()
     page.locator("#grid .face").nth(picks[1]).click()
@@ -61,6 +66,9 @@ def main() -> None:
         default=ROOT / "tests" / "service" / "data" / "fairface_train_24.jpg",
         help="Photo to upload (default: the FairFace test photo, CC BY 4.0).",
     )
+    parser.add_argument(
+        "--refine", type=int, default=50, help="The Fit menu's steps for the upload (0: encoder)."
+    )
     parser.add_argument("--chromium", default=shutil.which("chromium"), help="The browser executable.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,14 +76,14 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
-        for what, value in stage(page, args.url, args.seed, 16, args.photo, (0, 5)).items():
+        for what, value in stage(page, args.url, args.seed, 16, args.photo, (0, 5), args.refine).items():
             print(f"desktop: {what}: {value:,.0f}")
         page.screenshot(path=str(args.out / "playground.png"), full_page=True)
         phone = browser.new_page(
             viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
         )
         phone.set_default_timeout(60_000)
-        for what, value in stage(phone, args.url, args.seed, 9, args.photo, (0, 5)).items():
+        for what, value in stage(phone, args.url, args.seed, 9, args.photo, (0, 5), args.refine).items():
             print(f"phone: {what}: {value:,.0f}")
         phone.evaluate("window.scrollTo(0, 0)")
         phone.screenshot(path=str(args.out / "playground-phone.png"))

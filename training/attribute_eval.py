@@ -33,6 +33,7 @@ from facegen_core.artifact import Artifact, load_artifact
 from facegen_core.attributes import AttributeDirections
 from facegen_core.latent import LatentPrior
 from facegen_core.preprocess import model_to_uint8
+from facegen_core.refine import refine_latents
 from training.attribute_classifier import AttributeClassifier, load_classifier, predict
 from training.attributes import compute_directions
 from training.data import load_faces, split_indices
@@ -124,6 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grid", default="", help="Also write a picture grid of edits here (PNG).")
     p.add_argument("--json", default="", help="Also write the figures here (JSON).")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="Edit the validation faces' latents refined this many steps (the service's refine=N, "
+        "facegen_core.refine) instead of the encoder means (default 0).",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,6 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     fit = LatentPrior.fit(mu_train)
     assert fit.scale_tril is not None
     mu = encoder_means(art.encoder, ds.images[val_idx])  # (V, D)
+    if args.refine_steps > 0:  # what an upload with refine=N is edited from
+        faces = ds.images[val_idx]
+        mu = torch.cat(
+            [
+                refine_latents(art.decoder.eval(), faces[i : i + 50], mu[i : i + 50], args.refine_steps)
+                for i in range(0, len(mu), 50)
+            ]
+        )
     p_real = predict(net, ds.images[val_idx])
     p0 = predict(net, decode(art, mu))  # the classifier on the reconstructions
     y_val = ds.attributes[val_idx] > 0
@@ -205,7 +221,13 @@ def main(argv: list[str] | None = None) -> None:
         f"on their reconstructions {acc_recon.mean():.3f} (all 40 attributes)"
     )
     if args.json:
-        out = {"faces": len(val_idx), "strengths": strengths, "mean_flip": mean, "attributes": results}
+        out = {
+            "faces": len(val_idx),
+            "refine_steps": args.refine_steps,
+            "strengths": strengths,
+            "mean_flip": mean,
+            "attributes": results,
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 

@@ -5,7 +5,8 @@ Starts ``python -m service`` (the bundled store, or ``--store``) and measures, o
 1. one photo through ``POST /reconstruct`` with ``refine`` = each of ``--steps`` (0 first),
    ``--repeats`` times one after another: the median latency, its ratio to refine=0, and the
    added milliseconds per step;
-2. while one client keeps a long refinement running (``refine=--busy-steps``), another asks for
+2. while one client keeps a long refinement running (``refine=--busy-steps`` of ``--busy-faces``
+   faces in one request), another asks for
    single faces (``POST /generate``): their latency beside the same requests on the idle server.
    Refinement runs in slices of ``FACEGEN_REFINE_SLICE_MS`` with other batches in between
    (docs/refine.md), so a face should wait about one slice, not the whole refinement.
@@ -47,11 +48,11 @@ def photo_of_seed(c: httpx.Client, seed: int = 0) -> bytes:
         return upload_image(np.asarray(img.convert("RGB")))
 
 
-def reconstruct_s(c: httpx.Client, photo: bytes, steps: int) -> float:
+def reconstruct_s(c: httpx.Client, photo: bytes, steps: int, faces: int = 1) -> float:
     t0 = time.perf_counter()
     r = c.post(
         "/reconstruct",
-        files={"image": ("face.jpg", photo, "image/jpeg")},
+        files=[("image", (f"face{i}.jpg", photo, "image/jpeg")) for i in range(faces)],
         data={"refine": str(steps), "align": "false"},
     )
     r.raise_for_status()
@@ -67,7 +68,9 @@ def generate_latencies(c: httpx.Client, n: int) -> list[float]:
     return out
 
 
-def measure(url: str, steps: list[int], repeats: int, busy_steps: int, faces: int) -> dict[str, Any]:
+def measure(
+    url: str, steps: list[int], repeats: int, busy_steps: int, faces: int, busy_faces: int = 1
+) -> dict[str, Any]:
     with httpx.Client(base_url=url, timeout=600) as c:
         photo = photo_of_seed(c)
         reconstruct_s(c, photo, max(steps))  # first-call costs out of the way
@@ -78,7 +81,7 @@ def measure(url: str, steps: list[int], repeats: int, busy_steps: int, faces: in
         def keep_busy() -> None:
             with httpx.Client(base_url=url, timeout=600) as b:
                 while not stop.is_set():
-                    busy_runs.append(reconstruct_s(b, photo, busy_steps))
+                    busy_runs.append(reconstruct_s(b, photo, busy_steps, busy_faces))
 
         worker = threading.Thread(target=keep_busy, daemon=True)
         worker.start()
@@ -106,6 +109,7 @@ def measure(url: str, steps: list[int], repeats: int, busy_steps: int, faces: in
             "p95": round(1000 * pct(during, 0.95), 1),
         },
         "busy_refine_steps": busy_steps,
+        "busy_refine_faces": busy_faces,
         "busy_refine_s": round(statistics.median(busy_runs), 2) if busy_runs else None,
         "repeats": repeats,
         "faces": faces,
@@ -124,7 +128,8 @@ def report(m: dict[str, Any], env: dict[str, str]) -> str:
     idle, during = m["generate_idle_ms"], m["generate_during_refine_ms"]
     lines += [
         f"POST /generate (one face, {m['faces']} requests): idle p50 {idle['p50']} ms, p95 {idle['p95']} ms; "
-        f"while refine={m['busy_refine_steps']} runs (each {m['busy_refine_s']} s) "
+        f"while refine={m['busy_refine_steps']} of {m['busy_refine_faces']} face(s) runs "
+        f"(each {m['busy_refine_s']} s) "
         f"p50 {during['p50']} ms, p95 {during['p95']} ms "
         f"(p50 × {during['p50'] / idle['p50']:.1f})",
     ]
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[0, 25, 50, 100], help="refine values to time")
     p.add_argument("--repeats", type=int, default=5, help="requests per refine value (median)")
     p.add_argument("--busy-steps", type=int, default=200, help="refine of the long request in part 2")
+    p.add_argument("--busy-faces", type=int, default=1, help="faces in the long request of part 2")
     p.add_argument("--faces", type=int, default=20, help="single-face requests in each half of part 2")
     p.add_argument("--threads", type=int, default=2, help="FACEGEN_TORCH_THREADS of the server")
     p.add_argument("--slice-ms", type=float, default=100.0, help="FACEGEN_REFINE_SLICE_MS of the server")
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.store:
         env["FACEGEN_MODEL_STORE"] = args.store
     with ServerProcess(env, "refine") as srv:
-        m = measure(srv.url, steps, args.repeats, args.busy_steps, args.faces)
+        m = measure(srv.url, steps, args.repeats, args.busy_steps, args.faces, args.busy_faces)
     print(report(m, env))
     if args.json:
         Path(args.json).write_text(json.dumps({**m, "env": env}, indent=2) + "\n")

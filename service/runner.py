@@ -120,6 +120,7 @@ class ModelRunner:
         self._graphs: dict[str, _GraphedPass] = {}
         self.row_threads = 1  # lane threads for a call of several passes (CPU; see the module docstring)
         self._lanes: ThreadPoolExecutor | None = None
+        self._refine_pass_s = 0.0  # EWMA wall time of one refinement gradient pass (_refine_rows)
         self._artifact: Artifact | None = None
         self._lock = threading.Lock()
 
@@ -398,10 +399,13 @@ class ModelRunner:
 
     def refine(self, rows: np.ndarray) -> np.ndarray:
         """A slice of refinement (facegen_core.refine) for rows of ``service.refining.refine_dtype``:
-        every row with steps left takes steps, all together, until ``refine_slice_ms`` has passed
-        (at least one step); the rows come back with their state advanced. Each step's gradients
-        are computed in fixed-shape passes like decode's, so a row's floats do not depend on its
-        batch; refinement runs in fp32 (its gradients are small: fp16 would underflow them)."""
+        rows with steps left take steps together until ``refine_slice_ms`` has passed (at least
+        one step); the rows come back with their state advanced. Only as many rows are stepped
+        as one step of them fits in the slice (``_refine_rows``); the others come back untouched
+        and are queued again, so a request of many faces does not hold the model for a step of
+        all of them. Each step's gradients are computed in fixed-shape passes like decode's, so a
+        row's floats do not depend on its batch or on which call stepped it; refinement runs in
+        fp32 (its gradients are small: fp16 would underflow them)."""
         art, info = self._require(), self.info
         assert info is not None
         budget = self.settings.refine_slice_ms / 1000.0
@@ -420,19 +424,30 @@ class ModelRunner:
                 done=torch.from_numpy(rows["done"].astype(np.int64)).to(dev),
                 total=torch.from_numpy(rows["total"].astype(np.int64)).to(dev),
             )
+            limit = self._refine_rows(budget)
             while True:
-                active = state.active.nonzero().flatten()  # (k,)
+                active = state.active.nonzero().flatten()[:limit]  # (k,)
                 if active.numel() == 0:
                     break
+                t0 = time.perf_counter()
                 packed = torch.cat([state.z[active], x[active], mask[active]], dim=1)  # (k, D + CHW + HW)
                 grad = self._chunked(partial(_refine_pass, art.decoder, info), packed)  # (k, D)
                 adam_step(state, grad, active)
+                passes = -(-active.numel() // self.chunk_rows)
+                self._refine_pass_s += 0.2 * ((time.perf_counter() - t0) / passes - self._refine_pass_s)
                 if time.perf_counter() - started >= budget:
                     break
             out = rows.copy()
             out["z"], out["m"], out["v"] = (t.cpu().numpy() for t in (state.z, state.m, state.v))
             out["done"] = state.done.cpu().numpy()
         return out
+
+    def _refine_rows(self, budget_s: float) -> int:
+        """Rows one refinement step may take so that it fits in ``budget_s``: whole passes of
+        chunk_rows, at least one, from the measured wall time of a pass (lanes included)."""
+        if self._refine_pass_s <= 0:
+            return self.settings.max_batch_size  # not measured yet: every row
+        return max(1, int(budget_s / self._refine_pass_s)) * self.chunk_rows
 
     def _encode_pass(self, x: torch.Tensor) -> torch.Tensor:
         """(b, C, H, W) in [-1, 1] -> (b, 2, D): mu and logvar of q(z|x), in fp32."""

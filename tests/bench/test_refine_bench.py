@@ -29,4 +29,4 @@ def test_refine_bench_times_each_value_and_the_faces_beside_a_refinement(
     assert m["generate_idle_ms"]["p50"] > 0 and m["generate_during_refine_ms"]["p50"] > 0
     assert m["busy_refine_s"] is not None  # the long refinement finished at least once
     assert m["env"]["FACEGEN_MAX_REFINE_STEPS"] == "300"
-    assert "while refine=300 runs" in capsys.readouterr().out
+    assert "while refine=300 of 1 face(s) runs" in capsys.readouterr().out

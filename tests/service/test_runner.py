@@ -193,6 +193,29 @@ def test_refinement_on_row_lanes_gives_each_row_what_it_gets_alone(store: Path) 
     torch.set_num_threads(threads)
 
 
+def test_a_refinement_slice_steps_only_the_rows_that_fit_and_the_result_is_the_same(store: Path) -> None:
+    """With a slice shorter than one pass, a call steps one pass of rows (the first) and returns
+    the others untouched; resubmitting until done gives each row what it gets alone."""
+    r = runner_for(store, chunk_rows=1, refine_slice_ms=0.001)
+    assert r.ready and r._refine_pass_s > 0, r.reason  # measured by the warm-up step
+    rng = np.random.default_rng(9)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    z0 = rng.standard_normal((3, 8)).astype(np.float32)
+    rows = r.refine(start_rows(images, z0, 3))
+    assert rows["done"].tolist() == [1, 0, 0]
+    np.testing.assert_array_equal(rows["z"][1:], z0[1:])
+    calls = 1
+    while (left := unfinished(rows)).any():
+        rows[left] = r.refine(rows[left])
+        calls += 1
+    assert calls == 9  # 3 rows × 3 steps, one row-step per call
+    for i in range(3):
+        alone = start_rows(images[i : i + 1], z0[i : i + 1], 3)
+        while unfinished(alone).any():
+            alone = r.refine(alone)
+        np.testing.assert_array_equal(alone["z"][0], rows["z"][i])
+
+
 def test_row_threads_turn_off_when_they_would_change_the_floats(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

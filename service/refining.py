@@ -1,9 +1,10 @@
 """The refine op's rows: a face and its refinement state, as one numpy record per row.
 
 Refinement (facegen_core.refine) runs many decoder passes per face. The service runs it as a
-batched op like encode and decode, but in slices: each model call advances every row by as
-many steps as fit in ``FACEGEN_REFINE_SLICE_MS`` and returns the rows with their Adam state,
-and the request resubmits the rows that have steps left. Other requests' batches run between
+batched op like encode and decode, but in slices: each model call advances rows by as many
+steps as fit in ``FACEGEN_REFINE_SLICE_MS`` (only as many rows as one step of them fits in it)
+and returns all the rows with their Adam state, and the request resubmits the rows that have
+steps left. Other requests' batches run between
 slices (the batcher serves its ops oldest-first), a request past its deadline or whose client
 has gone stops at the next slice, and because the state travels exactly (float32 in, float32
 out) the refined latent is the same however the steps were sliced.

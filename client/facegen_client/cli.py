@@ -84,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
             default="auto",
             help="face alignment (auto: the model's default)",
         )
+        e.add_argument(
+            "--refine",
+            type=int,
+            default=0,
+            help="refine each latent this many steps to fit its photo (the server's refine; default 0)",
+        )
     return p
 
 
@@ -129,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch=args.batch,
                 align=align,
                 progress=not args.quiet,
+                refine=args.refine,
             )
         print(f"{r.ok} photos encoded, {r.failed} refused (see index.csv) -> {args.out}", file=sys.stderr)
         return 1 if r.failed else 0

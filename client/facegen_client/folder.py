@@ -3,7 +3,8 @@
 Output in ``out``::
 
     latents.npy, logvar.npy        float32 (N, latent_dim): row k is index.csv's row k's photo
-      or latents.safetensors       the same two arrays as tensors "mu" and "logvar"
+      or latents.safetensors       the same two arrays as tensors "mu" and "logvar"; with refine=N
+                                   the latents ("mu") are the photos' latents refined N steps
     index.csv                      row, file, sha256 (of the photo), status ("ok" or the error)
     reconstructions/NAME.png       with reconstruct: each photo's reconstruction
 
@@ -40,12 +41,12 @@ def photos(folder: Path) -> list[Path]:
 
 
 def _one_batch(
-    client: Client, batch: list[Path], reconstruct: bool, align: bool | None
+    client: Client, batch: list[Path], reconstruct: bool, align: bool | None, refine: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     data = [p.read_bytes() for p in batch]
-    enc = client.encode(data, align=align)
-    recon = client.decode(enc.mu).png if reconstruct else []
-    return enc.mu, enc.logvar, recon
+    enc = client.encode(data, align=align, refine=refine)
+    recon = client.decode(enc.latent).png if reconstruct else []
+    return enc.latent, enc.logvar, recon
 
 
 def encode_folder(
@@ -57,6 +58,7 @@ def encode_folder(
     batch: int = 16,
     align: bool | None = None,
     progress: bool = True,
+    refine: int = 0,
 ) -> FolderResult:
     if fmt not in ("npy", "safetensors"):
         raise ValueError(f"format must be npy or safetensors, not {fmt!r}.")
@@ -74,7 +76,7 @@ def encode_folder(
     for i in range(0, len(files), batch):
         group = files[i : i + batch]
         try:
-            results = [_one_batch(client, group, reconstruct, align)]
+            results = [_one_batch(client, group, reconstruct, align, refine)]
             groups = [group]
         except APIError as e:
             results, groups = [], []
@@ -83,7 +85,7 @@ def encode_folder(
             else:  # find the bad photo(s): one request each
                 for p in group:
                     try:
-                        results.append(_one_batch(client, [p], reconstruct, align))
+                        results.append(_one_batch(client, [p], reconstruct, align, refine))
                         groups.append([p])
                     except APIError as e1:
                         index.append(_row(folder, p, -1, f"{e1.type}: {e1.detail}"))

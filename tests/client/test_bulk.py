@@ -215,6 +215,25 @@ def test_encode_and_reconstruct_a_folder(service: LiveService, fg: Client, tmp_p
         assert img.size == (32, 32)
 
 
+def test_encode_a_folder_with_refinement_saves_the_refined_latents(
+    service: LiveService, fg: Client, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    faces = fg.generate(n=2, seed=40)
+    for i, data in enumerate(faces.png):
+        (photos / f"{i}.png").write_bytes(data)
+    out = tmp_path / "latents"
+    r = cli(service, "reconstruct", str(photos), "--out", str(out), "--align", "false", "--refine", "5")
+    assert r.returncode == 0, r.stderr
+    latents = np.load(out / "latents.npy")
+    refined = fg.encode(faces.png, align=False, refine=5)
+    np.testing.assert_allclose(latents, refined.latent, atol=1e-6)
+    assert not np.allclose(latents, refined.mu)
+    with Image.open(out / "reconstructions" / "0.png") as img:
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), fg.decode(refined.latent).arrays()[0])
+
+
 def test_arguments_the_service_refuses_stop_the_run(service: LiveService, tmp_path: Path) -> None:
     # The tiny service has no attribute editing: /generate refuses the key (422), every request
     # alike, so the run stops at the first refusal instead of sending them all.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +146,14 @@ def test_interpolate_from_a_photo_starts_at_its_refined_latent(client: httpx.Cli
         data={**form, "refine": str(MAX_STEPS + 1)},
     )
     assert_problem(bad, 422, "refine")
+
+
+def test_a_refinement_past_its_deadline_is_a_504_and_the_model_moves_on(store: Path) -> None:
+    with in_process(store, max_refine_steps=10_000, request_timeout_s=1.0, refine_slice_ms=20) as c:
+        t = time.perf_counter()
+        r = c.post("/encode", files=_photos(4), data={"refine": "10000"})
+        took = time.perf_counter() - t
+        body = assert_problem(r, 504)
+        assert body["type"] == "/problems/deadline-exceeded"
+        assert took < 5.0  # stopped at a slice after the deadline, not after 40,000 row-steps
+        assert _encode(c, _photos(1), 3)["refine"] == 3  # the model is free again

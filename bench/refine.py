@@ -119,6 +119,7 @@ def measure(
 def report(m: dict[str, Any], env: dict[str, str]) -> str:
     lines = [
         f"POST /reconstruct, one 178×218 JPEG, align=false (median of {m['repeats']}); "
+        f"{env.get('FACEGEN_DEVICE')} {env.get('FACEGEN_PRECISION')}, "
         f"threads {env.get('FACEGEN_TORCH_THREADS')}, slice {env.get('FACEGEN_REFINE_SLICE_MS')} ms",
         f"{'refine':>7} {'p50 ms':>9} {'× refine=0':>11} {'ms/step':>8}",
     ]
@@ -144,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy-faces", type=int, default=1, help="faces in the long request of part 2")
     p.add_argument("--faces", type=int, default=20, help="single-face requests in each half of part 2")
     p.add_argument("--threads", type=int, default=2, help="FACEGEN_TORCH_THREADS of the server")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="FACEGEN_DEVICE of the server")
+    p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="FACEGEN_PRECISION (CUDA)"
+    )
     p.add_argument("--slice-ms", type=float, default=100.0, help="FACEGEN_REFINE_SLICE_MS of the server")
     p.add_argument("--store", default=None, help="model store (default: the bundled one)")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
     steps = sorted(set(args.steps) | {0})
     env = {
-        "FACEGEN_DEVICE": "cpu",
+        "FACEGEN_DEVICE": args.device,
+        "FACEGEN_PRECISION": args.precision,
         "FACEGEN_TORCH_THREADS": str(args.threads),
         "FACEGEN_REFINE_SLICE_MS": str(args.slice_ms),
         "FACEGEN_MAX_REFINE_STEPS": str(max(max(steps), args.busy_steps)),

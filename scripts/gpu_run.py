@@ -16,9 +16,11 @@ session a single call. Stages, each with its own budget and each recorded in
 4. ``bench``: ``python -m bench`` against ``python -m service`` serving that artifact on the
    device: /generate n = 1 and n = 64 at several concurrencies (p50/p99, faces/s, rows per
    model call, the load generator's CPU).
+5. ``refine``: ``python -m bench.refine`` on the bundled store: what ``refine=N`` costs a request
+   on the device, and a single face's latency beside a long refinement (docs/refine.md).
 
 Files in $OUT (the device tool returns at most 8): summary.json, run.log (every stage's
-output, the GPU tests' too), gpu_util.csv, bench.json, and NAME-VERSION.tar per trained
+output, the GPU tests' too), gpu_util.csv, bench.json, refine.json, and NAME-VERSION.tar per trained
 arm (the artifact folder and its train_log.jsonl; unpack into model_store/NAME/).
 """
 
@@ -311,6 +313,26 @@ def stage_bench(run: Run, args: argparse.Namespace, name: str, artifact: Path) -
     run.stage("bench", rec)
 
 
+def stage_refine(run: Run, args: argparse.Namespace) -> None:
+    """``python -m bench.refine`` on the bundled store (what users serve): what refine=N costs a
+    request on this device, and a single face's latency beside a long refinement (docs/refine.md)."""
+    small = ["--steps", "0", "5", "--repeats", "1", "--busy-steps", "20", "--faces", "2", "--threads", "1"]
+    cmd = [
+        sys.executable, "-m", "bench.refine",
+        "--device", args.device,
+        "--precision", args.bench_precision,
+        "--json", str(run.out / "refine.json"),
+        *(small if args.rehearsal else ["--steps", "0", "25", "50", "100", "200", "--busy-steps", "1000"]),
+    ]  # fmt: skip
+    rc, secs = run.sh(cmd, args.refine_timeout_s)
+    rec: dict[str, Any] = {"ok": rc == 0, "rc": rc, "seconds": secs}
+    out = run.out / "refine.json"
+    if out.is_file():
+        m = json.loads(out.read_text())
+        rec |= {k: m.get(k) for k in ("reconstruct", "generate_idle_ms", "generate_during_refine_ms")}
+    run.stage("refine", rec)
+
+
 def pack_artifact(run: Run, name: str, artifact: Path, train_log: Path) -> None:
     """NAME-VERSION.tar: the artifact folder VERSION/ and, beside it, the run's train_log.jsonl."""
     tar = run.out / f"{name}-{artifact.name}.tar"
@@ -346,7 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--data", default=".device_data", help="Folder of *.facepack.zip, or comma-separated packs."
     )
-    p.add_argument("--stages", default="env,tests,train,bench", help="Which stages to run.")
+    p.add_argument("--stages", default="env,tests,train,bench,refine", help="Which stages to run.")
     p.add_argument("--tests-timeout-s", type=float, default=150.0, help="Budget of the GPU tests.")
     p.add_argument("--train-minutes", type=float, default=4.0, help="Training time budget (--max-minutes).")
     p.add_argument("--train-slack-s", type=float, default=150.0, help="Data loading + export beyond it.")
@@ -372,6 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bench-duration", type=float, default=8.0, help="Seconds per measured cell.")
     p.add_argument("--bench-timeout-s", type=float, default=200.0, help="Budget of the whole bench stage.")
     p.add_argument("--client-procs", type=int, default=6, help="Load-generator processes.")
+    p.add_argument("--refine-timeout-s", type=float, default=120.0, help="Budget of the refine stage.")
     p.add_argument("--store", type=Path, default=Path("/tmp/facegen-gpu/store"), help="Model store written.")
     p.add_argument("--runs", type=Path, default=Path("/tmp/facegen-gpu/runs"), help="Training run folders.")
     args = p.parse_args(argv)
@@ -417,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             pack_artifact(run, name, artifact, args.runs / name / "train_log.jsonl")
     if "bench" in stages and exported:
         stage_bench(run, args, *exported[0])
+    if "refine" in stages:
+        stage_refine(run, args)
     ok = all(s.get("ok") for s in run.summary["stages"].values())
     run.summary["ok"] = ok
     run.save()

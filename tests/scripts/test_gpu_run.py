@@ -44,7 +44,8 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
     stages = summary["stages"]
-    assert set(stages) == {"env", "tests", "train:faces64", "train:faces64-pool2", "bench"}
+    assert set(stages) == {"env", "tests", "train:faces64", "train:faces64-pool2", "bench", "refine"}
+    assert stages["refine"]["ok"] and [r["refine"] for r in stages["refine"]["reconstruct"]] == [0, 5]
     assert stages["train:faces64-pool2"]["ok"] and stages["train:faces64-pool2"]["steps"] >= 2
     assert "skipped" in stages["tests"]["result"]  # no CUDA here: the gpu tests skip, none fail
     train = stages["train:faces64"]

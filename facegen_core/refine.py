@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from facegen_core.preprocess import uint8_to_model
+
 LEARNING_RATE = 0.05  # Adam's step in latent units; the latents' scale is ~1 (q(z|x), prior)
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -132,8 +134,6 @@ def refine_latents(
 ) -> torch.Tensor:
     """z (N, D) refined for ``steps`` steps from z0 (N, D) against uint8 faces (N, C, H, W), as
     one batch (training's evaluation; the service runs the same steps in fixed-shape passes)."""
-    from facegen_core.preprocess import uint8_to_model
-
     x = uint8_to_model(images_u8)  # (N, C, H, W) in [-1, 1]
     mask = inside_photo(images_u8) if mask is None else mask
     state = RefineState.start(z0, torch.full((z0.shape[0],), steps, dtype=torch.long))

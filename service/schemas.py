@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from service.settings import MAX_ROWS_PER_REQUEST
+from service.settings import MAX_ROWS_PER_REQUEST, REFINE_LIMIT
 
 # seed + i (i < 64) must fit torch's int64 seed; and the bound is a float64 exactly (floats near
 # 2**63 are 1024 apart), so a JSON number written as a float, e.g. 9.2233720368547748e18, is
@@ -210,7 +210,7 @@ class InterpolateForm(InterpolateOptions):
     refine: int = Field(
         default=0,
         ge=0,
-        le=10_000,
+        le=REFINE_LIMIT,
         description="Refine each photo's latent for this many steps (as for /encode).",
     )
     align: FormBool | None = Field(
@@ -268,7 +268,7 @@ class EditForm(BaseModel):
     refine: int = Field(
         default=0,
         ge=0,
-        le=10_000,
+        le=REFINE_LIMIT,
         description="Refine the photo's latent for this many steps (as for /encode).",
     )
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The repo's bundled store, found from the package so `python -m service` works from any cwd.
 DEFAULT_MODEL_STORE = Path(__file__).resolve().parents[1] / "model_store"
 MAX_ROWS_PER_REQUEST = 64  # n, latents, files and steps are each capped at this (API contract)
+REFINE_LIMIT = 10_000  # most refine steps the API's schema accepts; FACEGEN_MAX_REFINE_STEPS ≤ this
 
 
 class Settings(BaseSettings):
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
     max_refine_steps: int = Field(
         default=200,
         ge=0,
-        le=10_000,
+        le=REFINE_LIMIT,
         description=(
             "Most refinement steps a request may ask for (`refine` on /encode, /reconstruct, /edit): "
             "each is a decoder forward and backward pass per face (docs/refine.md). 0: refinement off."

@@ -25,7 +25,7 @@ from service.middleware import RequestContext
 from service.model_handle import Model
 from service.model_info import ModelInfo
 from service.schemas import FormBool
-from service.settings import MAX_ROWS_PER_REQUEST, Settings
+from service.settings import MAX_ROWS_PER_REQUEST, REFINE_LIMIT, Settings
 from service.uploads import decode_upload_and_face, read_upload, upload_cost, upload_crop
 
 # Alignment runs MTCNN (torch, CPU) per upload, ~10-100x the cost of decoding: at most this
@@ -200,7 +200,6 @@ AlignOption = Annotated[
 ]
 
 
-REFINE_LIMIT = 10_000  # the schema's bound; FACEGEN_MAX_REFINE_STEPS (≤ this) is the server's
 RefineOption = Annotated[
     int,
     Form(

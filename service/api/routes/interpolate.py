@@ -149,8 +149,8 @@ async def _end_latents(
         crops, _ = await read_images([end], ("start_image", "end_image")[i], settings, info, ctx, align)
         mus[i] = crops[0]
     if photos:
-        mu, _, _ = await encode_latents(model, np.stack([mus[i] for i in photos]), refine)  # 1–2 rows
-        mus = {i: mu[k] for k, i in enumerate(photos)}
+        latents, _, _ = await encode_latents(model, np.stack([mus[i] for i in photos]), refine)  # 1–2 rows
+        mus = {i: latents[k] for k, i in enumerate(photos)}
     for i, end in enumerate(ends):
         side = ("start", "end")[i]
         if isinstance(end, SeedEnd):

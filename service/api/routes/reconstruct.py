@@ -24,13 +24,8 @@ from service.imaging import png_text
 from service.schemas import FormBool, ReconstructResponse
 
 router = APIRouter(tags=["latents"])
-FIELDS = {
-    "image": True,
-    "pair": False,
-    "format": False,
-    "align": False,
-    "refine": False,
-}  # name -> may repeat
+# name -> may repeat
+FIELDS = {"image": True, "pair": False, "format": False, "align": False, "refine": False}
 
 
 @router.post(

@@ -275,8 +275,7 @@ def source_metrics(
     # Aligned photos cropped tighter than the template (FairFace) are part black border, which
     # no reconstruction should be scored on: the same PSNR over the pixels from the photo.
     keep = inside_photo(val)  # (N, 1, H, W) bool
-    mse_in = masked_mse(val.float() / 255.0, recon.float() / 255.0, keep)  # (N,)
-    m["psnr_in_photo_db"] = float((10.0 * torch.log10(1.0 / mse_in[mse_in.isfinite()])).mean())
+    m["psnr_in_photo_db"] = psnr_in_photo_db(val, recon, keep)
     m["in_photo_share"] = _rate(float(keep.float().mean()))
     m["ssim"] = float(ssim_per_image(val, recon).mean())
     m["kl"] = float(kl.mean())
@@ -312,28 +311,40 @@ def source_metrics(
             "detector": DETECTOR,
         }
     if s.refine_steps > 0:
-        m["refined"] = refined_metrics(art, val[: s.refine_faces], s, dev, progress, ds.source)
+        n = s.refine_faces
+        m["refined"] = refined_metrics(art, val[:n], recon[:n], s, dev, progress, ds.source)
     m["reconstruction_on"] = val_note
     return m
 
 
+def psnr_in_photo_db(images: torch.Tensor, recon: torch.Tensor, keep: torch.Tensor) -> float:
+    """Mean PSNR (dB) of uint8 recon vs images (N, C, H, W) over the pixels ``keep`` (N, 1, H, W)
+    marks as the photo's; an image without such pixels is left out."""
+    mse_in = masked_mse(images.float() / 255.0, recon.float() / 255.0, keep)  # (N,)
+    return float((10.0 * torch.log10(1.0 / mse_in[mse_in.isfinite()])).mean())
+
+
 def refined_metrics(
-    art: Artifact, val: torch.Tensor, s: EvalSettings, dev: torch.device, progress: bool, source: str
+    art: Artifact,
+    val: torch.Tensor,
+    plain: torch.Tensor,
+    s: EvalSettings,
+    dev: torch.device,
+    progress: bool,
+    source: str,
 ) -> dict[str, Any]:
     """The reconstruction figures of ``source_metrics`` for latents refined ``s.refine_steps``
     steps (the service's ``refine``), on ``val`` (uint8 (N, C, H, W)), with the encoder's own
-    figures on the same faces beside them."""
+    figures on the same faces beside them (``plain``: their Dec(μ), already computed)."""
     t0 = time.perf_counter()
     recon = refined_reconstruct(art, val, s.refine_steps, s.batch_size, dev, s.refine_lr)
     seconds = time.perf_counter() - t0
-    plain, _ = reconstruct(art, val, s.batch_size, dev)
     keep = inside_photo(val)
 
     def figures(r: torch.Tensor) -> dict[str, float]:
-        mse_in = masked_mse(val.float() / 255.0, r.float() / 255.0, keep)  # (N,)
         return {
             "psnr_db": float(psnr_per_image(val, r).mean()),
-            "psnr_in_photo_db": float((10.0 * torch.log10(1.0 / mse_in[mse_in.isfinite()])).mean()),
+            "psnr_in_photo_db": psnr_in_photo_db(val, r, keep),
             "ssim": float(ssim_per_image(val, r).mean()),
             "sharpness_recon": _rate(sharpness(r) / sharpness(val)),
         }

@@ -201,6 +201,13 @@ def train_parser() -> argparse.ArgumentParser:
         "(of --max-minutes when set, else of --max-steps); 0 = constant.",
     )
     g.add_argument(
+        "--dis-warmup-steps",
+        type=int,
+        default=0,
+        help="Train the discriminator alone for the first N steps (encoder and decoder held): for a "
+        "warm start (--init-from), whose discriminator is new. 0 = off.",
+    )
+    g.add_argument(
         "--train-part",
         choices=("all", "encoder"),
         default="all",

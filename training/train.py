@@ -215,6 +215,7 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
         precision=precision,
         dis_l_per_channel=getattr(args, "dis_l_norm", "none") == "channel",
         pixel_pool=max(1, int(getattr(args, "pixel_pool", 1))),
+        dis_warmup_steps=max(0, int(getattr(args, "dis_warmup_steps", 0))),
     )
 
 

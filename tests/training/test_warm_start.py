@@ -76,3 +76,26 @@ def test_another_architecture_is_refused_naming_the_difference(tmp_path: Path, a
     argv = [*_common(tmp_path, artifact), "--run-dir", str(tmp_path / "run"), "--latent-dim", "7"]
     with pytest.raises(SystemExit, match="latent_dim: 7 vs"):
         train(parse_train_args(argv))
+
+
+def _moved(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> set[str]:
+    """Names of the weights (not BatchNorm statistics, which follow every forward) that differ."""
+    return {k for k in a if "running_" not in k and "num_batches" not in k and not torch.equal(a[k], b[k])}
+
+
+def test_discriminator_warmup_holds_encoder_decoder_and_emas_then_releases_them(
+    tmp_path: Path, artifact: Path
+) -> None:
+    run = tmp_path / "run"
+    warm = [*_common(tmp_path, artifact), "--run-dir", str(run), "--dis-warmup-steps", "2"]
+    train(parse_train_args([*warm, "--max-steps", "0"]))
+    start = ckpt.load_checkpoint(run)
+    train(parse_train_args([*warm, "--max-steps", "2", "--resume"]))
+    warmed = ckpt.load_checkpoint(run)
+    assert _moved(start["discriminator"], warmed["discriminator"]), "D did not learn in the warm-up"
+    for key in ("encoder", "decoder", "ema", "ema_encoder"):
+        assert not _moved(start[key], warmed[key]), f"{key} moved during the warm-up"
+    train(parse_train_args([*warm, "--max-steps", "3", "--resume"]))
+    released = ckpt.load_checkpoint(run)
+    for key in ("encoder", "decoder"):
+        assert _moved(warmed[key], released[key]), f"{key} still held after the warm-up"

@@ -13,6 +13,8 @@ session a single call. Stages, each with its own budget and each recorded in
    channels_last, for --train-minutes; exported with fp16 weights so the artifact comes back
    under 16 MiB. nvidia-smi samples the GPU's utilisation meanwhile. ``--arm SUFFIX=FLAGS``
    (repeatable) trains other recipes alongside on the same GPU (an A/B at equal device time).
+   With ``--encoder-minutes M``, arm A's encoder then trains alone against its frozen decoder
+   on every pack (``stage_encoder``), and that export is what the bench serves.
 4. ``bench``: ``python -m bench`` against ``python -m service`` serving that artifact on the
    device: /generate n = 1 and n = 64 at several concurrencies (p50/p99, faces/s, rows per
    model call, the load generator's CPU).
@@ -21,7 +23,8 @@ session a single call. Stages, each with its own budget and each recorded in
 
 Files in $OUT (the device tool returns at most 8): summary.json, run.log (every stage's
 output, the GPU tests' too), gpu_util.csv, bench.json, refine.json, and NAME-VERSION.tar per trained
-arm (the artifact folder and its train_log.jsonl; unpack into model_store/NAME/).
+arm and one more for the encoder stage's export (the artifact folder and its train_log.jsonl;
+unpack into model_store/NAME/).
 """
 
 from __future__ import annotations
@@ -150,28 +153,56 @@ def pack_settings(packs: list[Path]) -> dict[str, Any]:
     return {"crop": crop, "image_size": size, "channels": channels, "faces": sum(m["count"] for m in metas)}
 
 
-def train_cmd(
-    args: argparse.Namespace, packs: list[Path], crop: str, name: str, extra: list[str]
+def training_cmd(
+    args: argparse.Namespace,
+    packs: list[Path],
+    crop: str,
+    name: str,
+    run_dir: Path,
+    minutes: float,
+    flags: list[str],
 ) -> list[str]:
+    """``python -m training`` on the packs, exporting NAME's next version into --store."""
     return [
         sys.executable, "-m", "training",
         "--data", ",".join(str(p) for p in packs),
         "--config", args.config,
         "--crop", crop,
         "--batch-size", str(args.batch_size),
-        "--max-minutes", str(args.train_minutes),
+        "--max-minutes", str(minutes),
         "--weights-dtype", "fp16",
         "--store", str(args.store),
         "--name", name,
-        "--run-dir", str(args.runs / name),
+        "--run-dir", str(run_dir),
         "--cache-dir", "",
         "--device", args.device,
         "--no-progress",
         "--log-every", str(args.log_every),
         "--checkpoint-every", "0",
-        *args.train_flags,
-        *extra,
+        *flags,
     ]  # fmt: skip
+
+
+def train_cmd(
+    args: argparse.Namespace, packs: list[Path], crop: str, name: str, extra: list[str]
+) -> list[str]:
+    """An arm of the train stage: the whole VAE-GAN, --train-flags, then the arm's own flags."""
+    return training_cmd(
+        args, packs, crop, name, args.runs / name, args.train_minutes, [*args.train_flags, *extra]
+    )
+
+
+# The encoder stage's recipe: faces64 v2's encoder run (model_store/faces64/TRAINING.md): the
+# pixel term per pixel over the photo's pixels, Adam's β1 0.9, a fine-tuning learning rate.
+ENCODER_FLAGS = ("--train-part", "encoder", "--pixel-pool", "1", "--beta1", "0.9", "--lr-enc", "1e-4")
+
+
+def encoder_cmd(
+    args: argparse.Namespace, packs: list[Path], crop: str, name: str, artifact: Path
+) -> list[str]:
+    """The encoder stage: ``artifact``'s encoder trained alone against its frozen decoder."""
+    flags = [*ENCODER_FLAGS, "--init-from", str(artifact), *args.encoder_flags]
+    return training_cmd(args, packs, crop, name, args.runs / f"{name}-encoder", args.encoder_minutes, flags)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -255,14 +286,10 @@ def stage_train(run: Run, args: argparse.Namespace, packs: list[Path]) -> list[t
         records = read_log(args.runs / name / "train_log.jsonl")
         rec: dict[str, Any] = {"ok": rc == 0, "rc": rc, "arm": name, **settings, **training_figures(records)}
         rec["seconds"] = round(time.monotonic() - started, 1)
-        versions = (
-            sorted((args.store / name).glob("[0-9]*"), key=lambda p: int(p.name))
-            if (args.store / name).is_dir()
-            else []
-        )
-        if rc == 0 and versions:
-            rec["artifact"] = str(versions[-1])
-            exported.append((name, versions[-1]))
+        artifact = latest_version(args.store, name)
+        if rc == 0 and artifact is not None:
+            rec["artifact"] = str(artifact)
+            exported.append((name, artifact))
         else:
             rec["ok"] = False
         run.stage(f"train:{name}", rec)
@@ -272,6 +299,40 @@ def stage_train(run: Run, args: argparse.Namespace, packs: list[Path]) -> list[t
         run.summary["stages"][f"train:{args.name}"].update(utilisation(run.out / "gpu_util.csv"))
         run.save()
     return exported
+
+
+def latest_version(store: Path, name: str) -> Path | None:
+    """STORE/NAME/VERSION of the newest version exported there, or None."""
+    folder = store / name
+    versions = sorted(folder.glob("[0-9]*"), key=lambda p: int(p.name)) if folder.is_dir() else []
+    return versions[-1] if versions else None
+
+
+def stage_encoder(
+    run: Run, args: argparse.Namespace, packs: list[Path], name: str, artifact: Path
+) -> Path | None:
+    """Arm A's encoder trained on alone (``--train-part encoder``, training/encoder_step.py)
+    against arm A's frozen decoder, on every pack of --encoder-data, for --encoder-minutes;
+    exported as NAME's next version, which is returned (None when it failed).
+
+    Why a stage of its own: the decoder trains on CelebA alone (aligned FairFace frames are
+    half black fill, which the whole VAE-GAN would learn to draw), while the encoder must
+    understand every face users send, and learns FairFace's over the photo's pixels only. Its
+    samples are arm A's bit for bit: the decoder and the latent prior are not touched."""
+    settings = pack_settings(packs)
+    cmd = encoder_cmd(args, packs, settings["crop"], name, artifact)
+    rc, secs = run.sh(cmd, args.encoder_minutes * 60 + args.train_slack_s)
+    records = read_log(args.runs / f"{name}-encoder" / "train_log.jsonl")
+    rec: dict[str, Any] = {"ok": rc == 0, "rc": rc, "seconds": secs, "init_from": str(artifact)}
+    rec |= {**settings, **training_figures(records)}
+    newest = latest_version(args.store, name)
+    if rc != 0 or newest is None or newest == artifact:
+        rec["ok"] = False
+        newest = None
+    else:
+        rec["artifact"] = str(newest)
+    run.stage("encoder", rec)
+    return newest
 
 
 def stage_bench(run: Run, args: argparse.Namespace, name: str, artifact: Path) -> None:
@@ -340,8 +401,15 @@ def pack_artifact(run: Run, name: str, artifact: Path, train_log: Path) -> None:
         tf.add(artifact, arcname=artifact.name)
         if train_log.is_file():
             tf.add(train_log, arcname="train_log.jsonl")
-    run.summary.setdefault("artifacts", {})[name] = {"tar": tar.name, "bytes": tar.stat().st_size}
+    run.summary.setdefault("artifacts", {})[tar.stem] = {"tar": tar.name, "bytes": tar.stat().st_size}
     run.save()
+
+
+def find_packs(spec: str) -> list[Path]:
+    """Comma-separated packs, or every *.facepack.zip in a folder."""
+    if "," in spec or spec.endswith(".zip"):
+        return [Path(p) for p in spec.split(",")]
+    return sorted(Path(spec).glob("*.facepack.zip"))
 
 
 def rehearsal_packs(args: argparse.Namespace) -> list[Path]:
@@ -366,7 +434,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rehearsal", action="store_true", help="Tiny config, synthetic pack, smoke bench (CPU, CI)."
     )
     p.add_argument(
-        "--data", default=".device_data", help="Folder of *.facepack.zip, or comma-separated packs."
+        "--data",
+        default=".device_data/celeba-10k.facepack.zip",
+        help="The train stage's packs: comma-separated, or a folder of *.facepack.zip. CelebA alone by "
+        "default: the VAE-GAN would learn to draw the black fill of aligned FairFace frames.",
+    )
+    p.add_argument(
+        "--encoder-data",
+        default=".device_data",
+        help="The encoder stage's packs (every pack by default: it counts the photo's pixels only).",
+    )
+    p.add_argument(
+        "--encoder-minutes",
+        type=float,
+        default=0.0,
+        help="After the train stage, train arm A's encoder alone for this long (0 = no encoder stage).",
+    )
+    p.add_argument(
+        "--encoder-flags", default="", help="Extra flags for the encoder stage's python -m training."
     )
     p.add_argument("--stages", default="env,tests,train,bench,refine", help="Which stages to run.")
     p.add_argument("--tests-timeout-s", type=float, default=150.0, help="Budget of the GPU tests.")
@@ -399,6 +484,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("/tmp/facegen-gpu/runs"), help="Training run folders.")
     args = p.parse_args(argv)
     args.train_flags = shlex.split(args.train_flags)
+    args.encoder_flags = shlex.split(args.encoder_flags)
     if args.rehearsal:
         args.config = "tiny"
         args.batch_size = min(args.batch_size, 16)
@@ -424,12 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         stage_tests(run, args.tests_timeout_s)
     exported: list[tuple[str, Path]] = []
     if "train" in stages:
-        if args.rehearsal:
-            packs = rehearsal_packs(args)
-        elif "," in args.data or args.data.endswith(".zip"):
-            packs = [Path(p) for p in args.data.split(",")]
-        else:
-            packs = sorted(Path(args.data).glob("*.facepack.zip"))
+        packs = rehearsal_packs(args) if args.rehearsal else find_packs(args.data)
         if not packs:
             run.stage(
                 "train", {"ok": False, "error": f"no face packs in {args.data}; run scripts/gpu_prepare.sh"}
@@ -438,6 +519,15 @@ def main(argv: list[str] | None = None) -> int:
             exported = stage_train(run, args, packs)
         for name, artifact in exported:
             pack_artifact(run, name, artifact, args.runs / name / "train_log.jsonl")
+    if "train" in stages and exported and args.encoder_minutes > 0:
+        name = exported[0][0]
+        enc_packs = rehearsal_packs(args) if args.rehearsal else find_packs(args.encoder_data)
+        encoded = stage_encoder(run, args, enc_packs, *exported[0]) if enc_packs else None
+        if not enc_packs:
+            run.stage("encoder", {"ok": False, "error": f"no face packs in {args.encoder_data}"})
+        if encoded is not None:
+            pack_artifact(run, name, encoded, args.runs / f"{name}-encoder" / "train_log.jsonl")
+            exported[0] = (name, encoded)  # the bench serves what would ship
     if "bench" in stages and exported:
         stage_bench(run, args, *exported[0])
     if "refine" in stages:

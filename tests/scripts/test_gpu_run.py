@@ -34,6 +34,7 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
         "--device=cpu",
         "--rehearsal",
         "--train-minutes=0.3",
+        "--encoder-minutes=0.15",
         "--arm=pool2=--pixel-pool 2",
         f"--store={tmp_path / 'store'}",
         f"--runs={tmp_path / 'runs'}",
@@ -44,7 +45,15 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
     stages = summary["stages"]
-    assert set(stages) == {"env", "tests", "train:faces64", "train:faces64-pool2", "bench", "refine"}
+    assert set(stages) == {
+        "env",
+        "tests",
+        "train:faces64",
+        "train:faces64-pool2",
+        "encoder",
+        "bench",
+        "refine",
+    }
     assert stages["refine"]["ok"] and [r["refine"] for r in stages["refine"]["reconstruct"]] == [0, 5]
     assert stages["train:faces64-pool2"]["ok"] and stages["train:faces64-pool2"]["steps"] >= 2
     assert "skipped" in stages["tests"]["result"]  # no CUDA here: the gpu tests skip, none fail
@@ -57,12 +66,17 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     # What comes back: at most 8 files, each under 16 MiB, none deeper than $OUT/a/b/file.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files), files
-    assert {"summary.json", "run.log", "bench.json", "faces64-1.tar", "faces64-pool2-1.tar"} <= {
-        p.name for p in files
-    }
+    assert {
+        "summary.json",
+        "run.log",
+        "bench.json",
+        "faces64-1.tar",
+        "faces64-pool2-1.tar",
+        "faces64-2.tar",
+    } <= {p.name for p in files}
 
     # The artifact travels as a tar, with fp16 weights, and loads back as fp32 networks.
-    tar = out / summary["artifacts"]["faces64"]["tar"]
+    tar = out / summary["artifacts"]["faces64-1"]["tar"]
     with tarfile.open(tar) as tf:
         tf.extractall(tmp_path / "back" / "faces64", filter="data")
     assert (tmp_path / "back" / "faces64" / "train_log.jsonl").is_file()
@@ -71,5 +85,19 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float32 for p in art.decoder.parameters())
     assert art.manifest["dataset"]["name"] == "synthetic"
     assert art.config.input_crop == "align"  # the packs' crop, passed through to the served config
-    arm_b = load_artifact(_unpack(out / summary["artifacts"]["faces64-pool2"]["tar"], tmp_path / "b") / "1")
+    arm_b = load_artifact(_unpack(out / summary["artifacts"]["faces64-pool2-1"]["tar"], tmp_path / "b") / "1")
     assert arm_b.manifest["training"]["args"]["pixel_pool"] == 2
+
+    # The encoder stage: arm A's encoder trained on alone; its decoder and prior are arm A's.
+    enc_stage = stages["encoder"]
+    assert enc_stage["ok"] and enc_stage["steps"] >= 2 and enc_stage["init_from"].endswith("faces64/1")
+    assert "--model-version 2" in (out / "run.log").read_text()  # the bench served that export
+    tuned = load_artifact(_unpack(out / summary["artifacts"]["faces64-2"]["tar"], tmp_path / "enc") / "2")
+    assert tuned.manifest["training"]["args"]["train_part"] == "encoder"
+    assert tuned.manifest["training"]["init_from"]["weights_sha256"] == art.weights_sha256
+    for a, b in zip(tuned.decoder.state_dict().values(), art.decoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(tuned.encoder.state_dict().values(), art.encoder.state_dict().values(), strict=True)
+    )

@@ -5,12 +5,18 @@
 # Both folders are git-ignored; name them in the device tool's `carry`. Then it checks that
 # the working tree that travels fits the tool's 64 MiB.
 #
-#   scripts/gpu_prepare.sh                     # celeba-10k + fairface-40k from ../shared/data, crop "align"
-#   DATA=a.zip,b.zip CROP=celeba scripts/gpu_prepare.sh
+# DATA is packed whole (the train stage's faces: celeba-10k). ENCODER_DATA (fairface-40k-96,
+# which only the encoder stage reads) gets what is left of the budget: the longest prefix of
+# it that fits, i.e. a --limit run (training/facepack.py).
+#
+#   scripts/gpu_prepare.sh                     # celeba-10k whole + a fairface-40k prefix, crop "align"
+#   DATA=a.zip,b.zip ENCODER_DATA= CROP=celeba scripts/gpu_prepare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
-data="${DATA:-../shared/data/celeba-10k.zip,../shared/data/fairface-40k-96.zip}"
+data="${DATA:-../shared/data/celeba-10k.zip}"
+encoder_data="${ENCODER_DATA-../shared/data/fairface-40k-96.zip}"
+budget=$((62 * 1048576))  # the tool's 64 MiB, less a margin for files written before the call
 crop="${CROP:-align}"
 quality="${QUALITY:-80}"
 
@@ -37,15 +43,30 @@ rm -rf .whl && mkdir -p .whl
   --platform manylinux1_x86_64 -d .whl $pins
 echo "wheels: $(ls .whl | wc -l) files, $(du -sh .whl | cut -f1)"
 
-"$py" -m training.facepack --data "$data" --crop "$crop" --quality "$quality" --out .device_data
-
 # What the device tool sends: tracked files, untracked files git does not ignore, and the carried folders.
-bytes=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
-  | awk '{s += $1} END {print s + 0}')
-carried=$(du -sb .whl .device_data | awk '{s += $1} END {print s + 0}')
-total=$((bytes + carried))
-echo "travels: $((total / 1048576)) MiB of 64 (tree $((bytes / 1048576)), .whl + .device_data $((carried / 1048576)))"
-if [ "$total" -gt $((62 * 1048576)) ]; then
+travels() {
+  local tree carried
+  tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
+    | awk '{s += $1} END {print s + 0}')
+  carried=$(du -sb .whl .device_data 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  echo $((tree + carried))
+}
+
+rm -rf .device_data
+"$py" -m training.facepack --data "$data" --crop "$crop" --quality "$quality" --out .device_data
+if [ -n "$encoder_data" ]; then
+  left=$((budget - $(travels)))
+  if [ "$left" -le 1048576 ]; then
+    echo "no room left for ENCODER_DATA ($((left / 1024)) KiB); the encoder stage will read DATA alone" >&2
+  else
+    "$py" -m training.facepack --data "$encoder_data" --crop "$crop" --quality "$quality" --out .device_data \
+      --max-mib "$(awk -v b="$left" 'BEGIN {printf "%.3f", b / 1048576}')"
+  fi
+fi
+
+total=$(travels)
+echo "travels: $((total / 1048576)) MiB of 64"
+if [ "$total" -gt "$budget" ]; then
   echo "over the device tool's budget: lower QUALITY or pack fewer faces" >&2
   exit 1
 fi

@@ -10,9 +10,13 @@ uint8 original (quality 90: 1.29 KB, 38.9 dB; JPEG 90: 2.0 KB, 37.8 dB); the bun
 model reconstructs at ~21 dB, so the codec's error is far below the model's.
 
 Every face of the source is packed, in the cache's order, so the seeded per-source
-validation split (``training.run_data.split_datasets``) is the same on both machines.
+validation split (``training.run_data.split_datasets``) is the same on both machines. With
+``--max-mib`` a pack holds the longest *prefix* of the source that fits: a run on it is a run
+with ``--limit N`` (its split is that of the first N faces, and ``training.evaluate`` cuts the
+full data set to N before recomputing it), and ``facepack.json`` records N and the source's
+full count.
 
-    python -m training.facepack --data A.zip,B.zip --crop celeba --out .device_data
+    python -m training.facepack --data A.zip,B.zip --crop celeba --out .device_data [--max-mib 12]
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,20 +61,47 @@ def _webp(face_chw: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+# A stored zip's bytes beyond the blobs: a local header and a central-directory entry per member
+# (30 + 46 bytes and the name twice; "faces/000000.webp" is 17), and the end record.
+ZIP_BYTES_PER_FACE = 30 + 46 + 2 * 17
+ZIP_BYTES_FIXED = 22 + 2048  # the end record, and facepack.json with its two headers (bounded)
+
+
 def write_facepack(
-    images: torch.Tensor, source: str, crop: str, path: Path, quality: int = 80, workers: int = 0
+    images: torch.Tensor,
+    source: str,
+    crop: str,
+    path: Path,
+    quality: int = 80,
+    workers: int = 0,
+    max_bytes: int | None = None,
 ) -> int:
-    """Write uint8 faces (N, C, H, W) to ``path``; returns its size in bytes."""
+    """Write uint8 faces (N, C, H, W) to ``path``; returns its size in bytes. With
+    ``max_bytes``, only the longest prefix of the faces whose pack fits in it."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise FacePackError(
             f"A face pack holds uint8 (N, C, H, W) faces, got {images.dtype} {tuple(images.shape)}."
         )
     arr = images.numpy()
-    n, c, h, _ = arr.shape
+    total, c, h, _ = arr.shape
+    room = math.inf if max_bytes is None else max_bytes - ZIP_BYTES_FIXED
+    blobs: list[bytes] = []
+    used = 0
     with ThreadPoolExecutor(workers or max(1, os.cpu_count() or 1)) as pool:
-        blobs = list(pool.map(lambda i: _webp(arr[i], quality), range(n)))
+        # In chunks, so that a pack limited to a prefix does not encode the whole source.
+        for start in range(0, total, 1024):
+            for blob in pool.map(lambda i: _webp(arr[i], quality), range(start, min(total, start + 1024))):
+                used += len(blob) + ZIP_BYTES_PER_FACE
+                if used > room:
+                    break
+                blobs.append(blob)
+            if used > room:
+                break
+    if total and not blobs:
+        raise FacePackError(f"Not one face of {source} fits in {max_bytes} bytes.")
+    n = len(blobs)
     meta = {"format": FORMAT, "source": source, "crop": crop, "image_size": h, "channels": c, "count": n}
-    meta["quality"] = quality
+    meta |= {"of": total, "quality": quality}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -121,12 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=64, help="Face side in pixels.")
     p.add_argument("--quality", type=int, default=80, help="WebP quality (0-100).")
     p.add_argument("--cache-dir", default="data_cache", help="Decode cache ('' = off).")
+    p.add_argument(
+        "--max-mib",
+        type=float,
+        default=None,
+        help="Each pack at most this size: the longest prefix of the source that fits (a --limit run).",
+    )
     a = p.parse_args(argv)
+    max_bytes = None if a.max_mib is None else int(a.max_mib * 2**20)
     for source in [s.strip() for s in a.data.split(",") if s.strip()]:
         ds = load_faces(source, a.image_size, 3, a.crop, cache_dir=a.cache_dir or None)
         out = Path(a.out) / f"{ds.source}.facepack.zip"
-        size = write_facepack(ds.images, ds.source, a.crop, out, a.quality)
-        print(f"{out}: {len(ds)} faces, {size / 2**20:.1f} MiB ({size / max(1, len(ds)):.0f} B a face)")
+        try:
+            size = write_facepack(ds.images, ds.source, a.crop, out, a.quality, max_bytes=max_bytes)
+        except FacePackError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        with zipfile.ZipFile(out) as zf:
+            n = json.loads(zf.read(META))["count"]
+        print(f"{out}: {n} of {len(ds)} faces, {size / 2**20:.1f} MiB ({size / max(1, n):.0f} B a face)")
     return 0
 
 

@@ -15,7 +15,7 @@ from facegen_core.config import ModelConfig
 from facegen_core.networks import Decoder
 from training import losses
 from training.data import load_faces, synthetic_faces
-from training.facepack import FacePackError, write_facepack
+from training.facepack import ZIP_BYTES_FIXED, FacePackError, write_facepack
 from training.prior import RunningGaussian
 from training.train import lr_factor
 
@@ -106,6 +106,27 @@ def test_a_face_pack_round_trips_through_load_faces(tmp_path: Path) -> None:
     assert float(err) < 3.0  # lossy WebP, but the same faces in the same order
     with zipfile.ZipFile(pack) as zf:
         assert json.loads(zf.read("facepack.json"))["count"] == 12
+
+
+def test_a_face_pack_with_a_size_limit_holds_the_longest_prefix_that_fits(tmp_path: Path) -> None:
+    ds = synthetic_faces(40, 32, 3, seed=4)
+    full = write_facepack(ds.images, "synthetic", "align", tmp_path / "full.facepack.zip")
+    limit = full * 6 // 10
+    pack = tmp_path / "part.facepack.zip"
+    size = write_facepack(ds.images, "synthetic", "align", pack, max_bytes=limit)
+    assert size <= limit
+    with zipfile.ZipFile(pack) as zf:
+        meta = json.loads(zf.read("facepack.json"))
+    n = meta["count"]
+    assert meta["of"] == 40 and 15 <= n < 40
+    back = load_faces(pack, 32, 3, "align", cache_dir=None)
+    first = load_faces(tmp_path / "full.facepack.zip", 32, 3, "align", cache_dir=None).images[:n]
+    assert torch.equal(back.images, first)  # the first n faces, in order: a --limit n run
+    # The prefix is the longest that fits, but for the fixed slack left for the zip's own records.
+    one_more = write_facepack(ds.images[: n + 1], "synthetic", "align", tmp_path / "more.facepack.zip")
+    assert one_more + ZIP_BYTES_FIXED > limit
+    with pytest.raises(FacePackError, match="Not one face"):
+        write_facepack(ds.images, "synthetic", "align", tmp_path / "none.facepack.zip", max_bytes=100)
 
 
 def test_a_face_pack_made_for_another_crop_or_size_is_refused(tmp_path: Path) -> None:

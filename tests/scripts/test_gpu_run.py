@@ -3,17 +3,22 @@ tiny budgets, so the script cannot rot between the sessions that have a GPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from facegen_core.artifact import load_artifact
+from training.cli import parse_train_args
+from training.train import model_config
+from training.warm_start import config_mismatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,3 +106,30 @@ def test_the_gpu_run_rehearses_every_stage_on_cpu(tmp_path: Path) -> None:
         torch.equal(a, b)
         for a, b in zip(tuned.encoder.state_dict().values(), art.encoder.state_dict().values(), strict=True)
     )
+
+
+def _gpu_run_module() -> Any:
+    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "scripts" / "gpu_run.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_next_runs_preset_fits_one_device_call_and_can_warm_start(tmp_path: Path) -> None:
+    gpu_run = _gpu_run_module()
+    args = gpu_run.parse_args(["--out", str(tmp_path), "--preset", "next"])
+    # Every stage's budget spent still ends inside one call, with room for the start and transfers.
+    assert gpu_run.worst_case_s(args) <= gpu_run.DEVICE_CALL_LIMIT_S - 30
+    assert args.encoder_minutes > 0 and "train" in args.stages.split(",")
+    # The train stage's command, as the GPU machine will run it, warm-starts from an artifact of
+    # this repository whose architecture is the one that command builds.
+    cmd = gpu_run.train_cmd(args, [Path("celeba-10k.facepack.zip")], "align", args.name, [])
+    assert cmd[1:3] == ["-m", "training"]
+    train_args = parse_train_args(cmd[3:])
+    assert train_args.init_from and train_args.dis_warmup_steps > 0
+    art = load_artifact(ROOT / train_args.init_from)
+    assert config_mismatch(model_config(train_args), art.config) == []
+    # Flags after the preset win.
+    shorter = gpu_run.parse_args(["--out", str(tmp_path), "--preset", "next", "--train-minutes", "2"])
+    assert shorter.train_minutes == 2 and shorter.encoder_minutes == args.encoder_minutes

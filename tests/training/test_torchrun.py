@@ -48,12 +48,15 @@ def test_torchrun_two_ranks_agree_and_rank0_exports(tmp_path: Path) -> None:
         "--run-dir",
         str(run_dir),
         "--no-progress",
+        "--dis-warmup-steps",  # steps 0-1 train D alone (E, G forward without backward under DDP)
+        "2",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
 
-    # Both ranks trained the same 4 steps on disjoint halves of each batch and ended equal.
+    # Both ranks trained the same 4 steps (2 of D alone, then 2 of all three networks) on
+    # disjoint halves of each batch and ended equal.
     assert "all 2 ranks hold identical weights after step 4" in out
     ranks = json.loads((run_dir / RANKS_FILE).read_text())
     assert ranks["world_size"] == 2 and ranks["step"] == 4

@@ -440,7 +440,7 @@ PRESETS: dict[str, list[str]] = {
         "--train-slack-s", "45",  # data and export took ~20 s on 2026-11-30
         "--encoder-minutes", "1",
         "--refine-timeout-s", "60",
-        "--train-flags", "--init-from model_store/faces64/2 --dis-warmup-steps 300",
+        "--train-flags", "--init-from model_store/faces64/2 --dis-warmup-steps 1000",
     ],
 }  # fmt: skip
 

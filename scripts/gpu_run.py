@@ -428,10 +428,11 @@ def rehearsal_packs(args: argparse.Namespace) -> list[Path]:
 
 # The next GPU run, decided beforehand (docs/gpu_run.md, "The next run"), so that a session that
 # draws a GPU spends none of its 15 minutes choosing: `scripts/gpu_run.sh --preset next`. Flags
-# given after it win. What it does: continue the store's default model (faces64 v2: v1's 4,447
-# GPU steps) with the whole VAE-GAN on CelebA, its new discriminator trained alone first, then
-# train that encoder on CelebA and FairFace; GPU tests and the refine bench fill the rest of one
-# device call. The bench stage (measured on the first run) is left for a second call.
+# given after it win. What it does: the whole VAE-GAN from scratch on CelebA at the default
+# recipe (--pixel-pool 4, the last GPU A/B's winner) for 1.4× v1's steps, then that encoder alone
+# on CelebA and FairFace; GPU tests and the refine bench fill the rest of one device call. Not a
+# warm start from faces64 v2: on CPU, both warm starts measured so far ended worse than v2
+# (model_store/faces64/TRAINING.md). The bench stage (measured on the first run) is left out.
 PRESETS: dict[str, list[str]] = {
     "next": [
         "--stages", "env,tests,train,refine",
@@ -440,7 +441,6 @@ PRESETS: dict[str, list[str]] = {
         "--train-slack-s", "45",  # data and export took ~20 s on 2026-11-30
         "--encoder-minutes", "1",
         "--refine-timeout-s", "60",
-        "--train-flags", "--init-from model_store/faces64/2 --dis-warmup-steps 1000",
     ],
 }  # fmt: skip
 
@@ -469,10 +469,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
     known, rest = pre.parse_known_args(argv)
-    if known.preset:
-        argv = [*PRESETS[known.preset], *rest]  # the preset first: later flags override it
-    else:
-        argv = rest
+    # The preset's flags first: flags given after it override them.
+    argv = [*PRESETS[known.preset], *rest] if known.preset else rest
     p = argparse.ArgumentParser(prog="scripts/gpu_run.sh", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--preset",

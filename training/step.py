@@ -200,7 +200,9 @@ def train_step(
     brings a trained E and G but a fresh D, whose first gradients are noise that pushes G
     off its faces (the CPU fine-tune in model_store/faces64/TRAINING.md went from FID-2k
     45.0 to 53.2 with D near chance all run). D learns first; E and G join once its signal
-    means something.
+    means something. Measured at CPU scale (batch 32, 100 warm-up steps, then ~100 steps), it
+    made things worse, not better: FID-2k 51.4 against 45.8 without it (TRAINING.md), so it is
+    off by default and the next GPU run does not use it.
     """
     for opt in (nets.opt_enc, nets.opt_dec, nets.opt_dis):
         opt.zero_grad(set_to_none=True)

@@ -387,6 +387,7 @@ def evaluate_artifact(
     cache_dir: str | Path | None = "data_cache",
     progress: bool = True,
     split: str = "recorded",
+    split_of: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure an artifact and return its metrics dict (the manifest's "metrics" layout).
 
@@ -394,6 +395,9 @@ def evaluate_artifact(
     artifact's seeded rule would hold out of that data set had it been a training source
     (``own_split_record``): a data set the model never saw, measured on the same faces as a
     model trained on it holds out. Such figures are not the artifact's own, so not written.
+    ``split_of`` (another artifact's folder) measures on the validation faces *that* artifact's
+    manifest records for the data set: two versions compared on the same faces (a candidate
+    trained on a prefix of a data set, against the store's default). Not written either.
 
     ``data`` (a path) or ``dataset`` (already decoded with the artifact's image_size,
     channels and crop) evaluates that one source; without either, every source the manifest
@@ -407,6 +411,11 @@ def evaluate_artifact(
     if split == "own" and (write or (data is None and dataset is None)):
         raise ValueError(
             "--split own measures one data set given with --data and is not written to the manifest."
+        )
+    if split_of is not None and (write or split == "own" or (data is None and dataset is None)):
+        raise ValueError(
+            "--split-of measures one data set given with --data on another artifact's validation "
+            "faces; it does not combine with --split own and is not written to the manifest."
         )
     s = EvalSettings(
         fid_samples,
@@ -433,9 +442,12 @@ def evaluate_artifact(
     if dataset is None and data is not None:
         dataset = load(resolve_data({}, data))
     if dataset is not None:
-        record = (
-            own_split_record(art.manifest, dataset) if split == "own" else record_for(art.manifest, dataset)
-        )
+        if split_of is not None:
+            record = record_for(read_manifest(split_of), dataset)
+        elif split == "own":
+            record = own_split_record(art.manifest, dataset)
+        else:
+            record = record_for(art.manifest, dataset)
         todo = [(record, dataset)]
     else:  # every source; paths checked before any work
         todo = [(r, resolve_data(r)) for r in source_records(art.manifest)]
@@ -639,6 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
         "artifact's seeded rule would hold out of the whole data set (own: for a data set it was not "
         "trained on; not written)",
     )
+    p.add_argument(
+        "--split-of",
+        default=None,
+        metavar="ARTIFACT",
+        help="validation faces of --data as another artifact's manifest records them: two versions "
+        "compared on the same faces (not written)",
+    )
     p.add_argument("--no-fid", action="store_true", help="skip FID")
     p.add_argument("--no-faces", action="store_true", help="skip the face-found rate (MTCNN, ~35 ms/image)")
     p.add_argument(
@@ -715,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=args.cache_dir,
             progress=not args.quiet,
             split=args.split,
+            split_of=args.split_of,
         )
     except (
         ArtifactError,

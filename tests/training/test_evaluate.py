@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -569,3 +570,24 @@ def test_own_split_measures_a_data_set_the_model_never_saw(tiny_artifact, tmp_pa
     assert "PSNR in photo" in ev.format_table(m)
     with pytest.raises(ValueError, match="not written"):
         ev.evaluate_artifact(path, other, split="own", write=True, **kw)  # type: ignore[arg-type]
+
+
+def test_split_of_measures_on_another_artifacts_validation_faces(tiny_artifact, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--split-of B: A measured on the faces B's manifest holds out of the same data set, here a
+    12-face prefix split with its own seed (a candidate trained on a prefix pack, --limit 12)."""
+    path, data = tiny_artifact
+    other = tmp_path / "candidate"
+    shutil.copytree(path, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["dataset"]["split"] = {"seed": 0, "val_fraction": 0.25, "train": 9, "val": 3}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    kw = dict(compute_fid=False, compute_faces=False, fid_samples=4, cache_dir=None, progress=False)
+    m = ev.evaluate_artifact(path, data, split_of=other, **kw)  # type: ignore[arg-type]
+    assert "3 of 12" in m["evaluated"]["reconstruction_on"]
+    _, val_idx = split_indices(12, 0.25, 0)
+    val = ev.load_faces(data, 32, 3, "celeba", cache_dir=None).images[:12][val_idx]
+    recon, _ = ev.reconstruct(load_artifact(path), val, 50, torch.device("cpu"))
+    expected = float(psnr_per_image(val, recon).mean())
+    assert m["psnr_db"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="not written"):
+        ev.evaluate_artifact(path, data, split_of=other, write=True, **kw)  # type: ignore[arg-type]

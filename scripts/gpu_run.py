@@ -406,9 +406,11 @@ def pack_artifact(run: Run, name: str, artifact: Path, train_log: Path) -> None:
 
 
 def find_packs(spec: str) -> list[Path]:
-    """Comma-separated packs, or every *.facepack.zip in a folder."""
+    """Comma-separated packs, or every *.facepack.zip in a folder; [] when any named pack is
+    missing (the stage then fails with a message rather than a traceback)."""
     if "," in spec or spec.endswith(".zip"):
-        return [Path(p) for p in spec.split(",")]
+        packs = [Path(p) for p in spec.split(",")]
+        return packs if all(p.is_file() for p in packs) else []
     return sorted(Path(spec).glob("*.facepack.zip"))
 
 
@@ -570,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         packs = rehearsal_packs(args) if args.rehearsal else find_packs(args.data)
         if not packs:
             run.stage(
-                "train", {"ok": False, "error": f"no face packs in {args.data}; run scripts/gpu_prepare.sh"}
+                "train", {"ok": False, "error": f"no face packs at {args.data}; run scripts/gpu_prepare.sh"}
             )
         else:
             exported = stage_train(run, args, packs)
@@ -581,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         enc_packs = rehearsal_packs(args) if args.rehearsal else find_packs(args.encoder_data)
         encoded = stage_encoder(run, args, enc_packs, *exported[0]) if enc_packs else None
         if not enc_packs:
-            run.stage("encoder", {"ok": False, "error": f"no face packs in {args.encoder_data}"})
+            run.stage("encoder", {"ok": False, "error": f"no face packs at {args.encoder_data}"})
         if encoded is not None:
             pack_artifact(run, name, encoded, args.runs / f"{name}-encoder" / "train_log.jsonl")
             exported[0] = (name, encoded)  # the bench serves what would ship

@@ -132,3 +132,16 @@ def test_the_next_runs_preset_fits_one_device_call_and_builds_the_default_model(
     # Flags after the preset win.
     shorter = gpu_run.parse_args(["--out", str(tmp_path), "--preset", "next", "--train-minutes", "2"])
     assert shorter.train_minutes == 2 and shorter.encoder_minutes == args.encoder_minutes
+
+
+def test_missing_face_packs_fail_the_stage_with_a_message(tmp_path: Path) -> None:
+    gpu_run = _gpu_run_module()
+    assert gpu_run.find_packs(str(tmp_path / "absent.facepack.zip")) == []
+    assert gpu_run.find_packs(str(tmp_path)) == []  # an empty folder
+    out = tmp_path / "out"
+    rc = gpu_run.main(
+        ["--out", str(out), "--device", "cpu", "--stages", "train", "--data", str(tmp_path / "absent.zip")]
+        + ["--store", str(tmp_path / "store"), "--runs", str(tmp_path / "runs")]
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 1 and "no face packs at" in summary["stages"]["train"]["error"]

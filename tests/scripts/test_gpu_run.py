@@ -139,9 +139,8 @@ def test_missing_face_packs_fail_the_stage_with_a_message(tmp_path: Path) -> Non
     assert gpu_run.find_packs(str(tmp_path / "absent.facepack.zip")) == []
     assert gpu_run.find_packs(str(tmp_path)) == []  # an empty folder
     out = tmp_path / "out"
-    rc = gpu_run.main(
-        ["--out", str(out), "--device", "cpu", "--stages", "train", "--data", str(tmp_path / "absent.zip")]
-        + ["--store", str(tmp_path / "store"), "--runs", str(tmp_path / "runs")]
-    )
+    dirs = ["--store", str(tmp_path / "store"), "--runs", str(tmp_path / "runs")]
+    absent = str(tmp_path / "absent.zip")
+    rc = gpu_run.main(["--out", str(out), "--device", "cpu", "--stages", "train", "--data", absent, *dirs])
     summary = json.loads((out / "summary.json").read_text())
     assert rc == 1 and "no face packs at" in summary["stages"]["train"]["error"]

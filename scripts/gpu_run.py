@@ -581,8 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     if "train" in stages and exported and args.encoder_minutes > 0:
         name = exported[0][0]
         enc_packs = rehearsal_packs(args) if args.rehearsal else find_packs(args.encoder_data)
-        encoded = stage_encoder(run, args, enc_packs, *exported[0]) if enc_packs else None
-        if not enc_packs:
+        encoded = None
+        if enc_packs:
+            encoded = stage_encoder(run, args, enc_packs, *exported[0])
+        else:
             run.stage("encoder", {"ok": False, "error": f"no face packs at {args.encoder_data}"})
         if encoded is not None:
             pack_artifact(run, name, encoded, args.runs / f"{name}-encoder" / "train_log.jsonl")

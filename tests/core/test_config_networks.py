@@ -88,3 +88,18 @@ def test_nearest_up2_is_nn_upsample_bit_for_bit() -> None:
         assert NearestUp2()(x.to(memory_format=torch.channels_last)).is_contiguous(
             memory_format=torch.channels_last
         )
+
+
+def test_nearest_up2_backward_is_a_2x2_block_sum_and_twice_differentiable() -> None:
+    """The NCHW path's own backward (networks._NearestUp2Copy): gradcheck in float64 (each input
+    pixel gets the sum of its 2×2 block), and a double backward through it, as a gradient
+    penalty through the decoder would take."""
+    from facegen_core.networks import NearestUp2
+
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(NearestUp2(), (x,))
+    assert torch.autograd.gradgradcheck(NearestUp2(), (x,))
+    w = torch.arange(2 * 3 * 8 * 10, dtype=torch.float64).view(2, 3, 8, 10)
+    (grad,) = torch.autograd.grad((NearestUp2()(x) * w).sum(), x)
+    blocks = w.view(2, 3, 4, 2, 5, 2).sum((3, 5))
+    assert torch.equal(grad, blocks)

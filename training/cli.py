@@ -215,6 +215,14 @@ def train_parser() -> argparse.ArgumentParser:
         "--init-from's frozen decoder, for reconstruction (training/encoder_step.py): samples and the "
         "latent prior stay the artifact's.",
     )
+    g.add_argument(
+        "--encoder-bn",
+        choices=("batch", "frozen"),
+        default="batch",
+        help="With --train-part encoder: batch = the encoder's BatchNorm normalises by each batch's "
+        "statistics, recomputed at export; frozen = by --init-from's running statistics, kept as they "
+        "are (training/encoder_step.py, freeze_batchnorm).",
+    )
     g.add_argument("--seed", type=int, default=0, help="Seed of weights, split, batches and noise.")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda.")
     g.add_argument(

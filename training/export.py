@@ -295,12 +295,14 @@ def export_run(
     prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
     bn_batch = min(int(args.batch_size), 256)
     calib = calibration_faces(split[0]) if split is not None else None
+    encoder_only = getattr(args, "train_part", "all") == "encoder"
+    # --encoder-bn frozen trained against the --init-from artifact's statistics: keep them.
+    enc_bn_frozen = encoder_only and getattr(args, "encoder_bn", "batch") == "frozen"
     enc_bn_faces = (
         recalibrate_encoder_bn(encoder, calib, bn_batch, device=device)
-        if calib is not None and ema_encoder
+        if calib is not None and ema_encoder and not enc_bn_frozen
         else 0
     )
-    encoder_only = getattr(args, "train_part", "all") == "encoder"
     if encoder_only:
         # The decoder (weights and BatchNorm statistics) is the initial artifact's, untouched,
         # and so must be the prior its GAN was trained to sample from (training/encoder_step.py).
@@ -354,6 +356,8 @@ def export_run(
             "encoder_bn_statistics": (
                 f"recomputed at export on {enc_bn_faces} training faces"
                 if enc_bn_faces
+                else "the --init-from artifact's, frozen (--encoder-bn frozen)"
+                if enc_bn_frozen
                 else "copied from training"
             ),
             **({"init_from": state["init_from"]} if "init_from" in state else {}),

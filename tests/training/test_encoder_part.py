@@ -88,3 +88,43 @@ def test_pixels_outside_the_photo_do_not_count(tmp_path: Path, artifact: Path) -
 def test_encoder_part_needs_an_artifact(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--init-from"):
         train(parse_train_args(_argv(tmp_path / "run", None, 1)))
+
+
+def _bn_buffers(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: t for k, t in net.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def test_frozen_encoder_batchnorm_keeps_the_artifacts_statistics(tmp_path: Path, artifact: Path) -> None:
+    """--encoder-bn frozen: the encoder trains, its BatchNorm running statistics stay the initial
+    artifact's through training and export (not recomputed), and the manifest says so."""
+    run = tmp_path / "run"
+    train(parse_train_args([*_argv(run, artifact, 4), "--encoder-bn", "frozen"]))
+    state = ckpt.load_checkpoint(run)
+    base = load_artifact(artifact)
+    base_enc = base.encoder.state_dict()
+    buffers = _bn_buffers(base.encoder)
+    assert buffers, "the test model's encoder has no BatchNorm"
+    for key in ("encoder", "ema_encoder"):
+        for name, tensor in buffers.items():
+            assert torch.equal(state[key][name], tensor), f"{key}.{name}"
+    weights = [k for k in base_enc if k not in buffers]
+    moved = [k for k in weights if not torch.equal(state["encoder"][k], base_enc[k])]
+    assert moved, "the encoder did not train"
+
+    tuned = load_artifact(export_run(run, tmp_path / "store", "tuned"))
+    for name, tensor in buffers.items():
+        assert torch.equal(tuned.encoder.state_dict()[name], tensor), name
+    manifest = json.loads((tuned.path / "manifest.json").read_text())
+    assert "frozen" in manifest["training"]["encoder_bn_statistics"]
+
+
+def test_batch_statistics_are_the_default_and_recomputed_at_export(tmp_path: Path, artifact: Path) -> None:
+    """Without the flag the encoder's running statistics move during training (train mode) and the
+    export recomputes them, as for faces64 v2."""
+    run = tmp_path / "run"
+    train(parse_train_args(_argv(run, artifact, 2)))
+    state = ckpt.load_checkpoint(run)
+    buffers = _bn_buffers(load_artifact(artifact).encoder)
+    assert any(not torch.equal(state["encoder"][k], t) for k, t in buffers.items())
+    manifest = json.loads((export_run(run, tmp_path / "store", "tuned") / "manifest.json").read_text())
+    assert "recomputed" in manifest["training"]["encoder_bn_statistics"]

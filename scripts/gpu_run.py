@@ -193,8 +193,12 @@ def train_cmd(
 
 
 # The encoder stage's recipe: faces64 v2's encoder run (model_store/faces64/TRAINING.md): the
-# pixel term per pixel over the photo's pixels, Adam's β1 0.9, a fine-tuning learning rate.
-ENCODER_FLAGS = ("--train-part", "encoder", "--pixel-pool", "1", "--beta1", "0.9", "--lr-enc", "1e-4")
+# pixel term per pixel over the photo's pixels, Adam's β1 0.9, a fine-tuning learning rate; and
+# the encoder's BatchNorm frozen at the trained arm's statistics (the --encoder-bn A/B there).
+ENCODER_FLAGS = (
+    "--train-part", "encoder", "--encoder-bn", "frozen", "--pixel-pool", "1", "--beta1", "0.9",
+    "--lr-enc", "1e-4",
+)  # fmt: skip
 
 
 def encoder_cmd(

@@ -231,6 +231,13 @@ def train_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto = bf16 autocast on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32.",
     )
+    g.add_argument(
+        "--memory-format",
+        choices=("channels_last", "contiguous"),
+        default="channels_last",
+        help="Tensor layout of the networks and batches: channels_last (NHWC) is what bf16 and CUDA "
+        "kernels take, and was faster in fp32 on CPU too (python -m bench.train_step); contiguous = NCHW.",
+    )
     g.add_argument("--num-workers", type=int, default=0, help="Ignored: the data set is held in memory.")
 
     g = p.add_argument_group("logging and export")

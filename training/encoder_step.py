@@ -58,8 +58,7 @@ def freeze_batchnorm(net: torch.nn.Module) -> int:
 def encoder_losses(nets: Nets, batch_u8: torch.Tensor, cfg: StepConfig) -> dict[str, torch.Tensor]:
     """The encoder-only objective on a uint8 (B, C, H, W) batch, still attached to the graph."""
     x = uint8_to_model(batch_u8)  # (B, C, H, W) in [-1, 1]
-    if cfg.precision == "bf16" or x.device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=cfg.torch_memory_format)  # as the networks (train.build_nets)
     keep = inside_photo(batch_u8)  # (B, 1, H, W) bool
     with autocast(x.device, cfg.precision, cpu=True):
         mu, logvar = nets.encoder(x)  # (B, D) each, float32

@@ -56,6 +56,11 @@ class StepConfig:
     dis_l_per_channel: bool = False  # Dis_l likelihood with per-channel variances (losses.py)
     pixel_pool: int = 1  # pixel term on pool×pool average-pooled images
     dis_warmup_steps: int = 0  # the first N steps train D alone (E and G held): see train_step
+    memory_format: str = "channels_last"  # "channels_last" | "contiguous" (--memory-format)
+
+    @property
+    def torch_memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
 
 
 @dataclass
@@ -119,8 +124,7 @@ def compute_losses(nets: Nets, batch_u8: torch.Tensor, step: int, cfg: StepConfi
     enc, dec, dis = nets.encoder, nets.decoder, nets.discriminator
     device = batch_u8.device
     x = uint8_to_model(batch_u8)  # (B, C, H, W) in [-1, 1]
-    if device.type == "cuda" or cfg.precision == "bf16":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=cfg.torch_memory_format)  # as the networks (train.build_nets)
     b = x.shape[0]
 
     with autocast(device, cfg.precision, cpu=True):

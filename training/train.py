@@ -158,7 +158,10 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     enc, dec = Encoder(cfg).to(info.device), Decoder(cfg).to(info.device)
     dis = Discriminator(cfg, norm=dis_norm(args)).to(info.device)
-    if info.device.type == "cuda" or resolve_precision(args, info.device) == "bf16":
+    # Channels-last (NHWC) by default everywhere: the oneDNN kernels behind bf16's speed-up on
+    # CPU and cuDNN's tensor-core kernels take it, and it pays in fp32 on CPU as well
+    # (python -m bench.train_step; docs/training.md, "Speed of a step").
+    if memory_format(args) == "channels_last":
         for m in (enc, dec, dis):
             m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     betas = (args.beta1, args.beta2)
@@ -183,6 +186,12 @@ def dis_norm(args: argparse.Namespace) -> str:
     if getattr(args, "dis_norm", None):
         return str(args.dis_norm)
     return "spectral" if getattr(args, "spectral_norm", True) else "batch"
+
+
+def memory_format(args: argparse.Namespace) -> str:
+    """--memory-format; runs from before the flag trained in channels-last on CUDA and bf16, and
+    resume as channels-last everywhere."""
+    return str(getattr(args, "memory_format", "channels_last"))
 
 
 def resolve_precision(args: argparse.Namespace, device: torch.device) -> str:
@@ -216,6 +225,7 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
         dis_l_per_channel=getattr(args, "dis_l_norm", "none") == "channel",
         pixel_pool=max(1, int(getattr(args, "pixel_pool", 1))),
         dis_warmup_steps=max(0, int(getattr(args, "dis_warmup_steps", 0))),
+        memory_format=memory_format(args),
     )
 
 

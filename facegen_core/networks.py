@@ -50,11 +50,11 @@ class NearestUp2(nn.Module):
     """×2 nearest-neighbour upsampling, (B, C, s, s) -> (B, C, 2s, 2s), as ``nn.Upsample(
     scale_factor=2, mode="nearest")`` computes it, bit for bit (a pure copy).
 
-    On an NCHW-contiguous tensor (serving on CPU, fp32 training) it is a broadcast view
-    reshaped: measured on the faces64 decoder's three upsamplings, 1 row, 1 thread: 1.3 ms
-    against interpolate's 4.2 ms, 14% of the whole decoder (docs/bench.md); its backward is
-    ``_NearestUp2Copy``'s. A channels-last tensor (bf16 training) keeps interpolate, which
-    preserves its memory format."""
+    On an NCHW-contiguous tensor (serving, refinement, ``--memory-format contiguous``) it is a
+    broadcast view reshaped: measured on the faces64 decoder's three upsamplings, 1 row, 1
+    thread: 1.3 ms against interpolate's 4.2 ms, 14% of the whole decoder (docs/bench.md); its
+    backward is ``_NearestUp2Copy``'s. A channels-last tensor (training's default layout) keeps
+    interpolate, which preserves its memory format."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_contiguous() or x.dim() != 4:

@@ -44,8 +44,9 @@ def freeze_batchnorm(net: torch.nn.Module) -> int:
     Why: in train mode a face's μ(x) depends on the other faces of its batch, through the
     batch's mean and variance. What serving computes is μ(x) under the running statistics,
     and the part of μ still to be learnt is small: on faces64 v2, the latent that reconstructs a
-    face best lies |z* - μ| ≈ 1.1 from μ, against a spread of μ over faces of ~3.7
-    (``training.inversion_gap``). Batch-statistics noise of that size would hide it.
+    face best lies |z* - μ| ≈ 1.1 from μ (20 refinement steps, 512 training faces), against a
+    spread of μ over faces of ~3.7. Batch-statistics noise of that size would hide it; measured,
+    freezing moved validation PSNR where nothing else had (model_store/faces64/TRAINING.md).
     """
     frozen = 0
     for m in net.modules():

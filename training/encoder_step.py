@@ -21,6 +21,8 @@ decoder's sharpness is fixed.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from facegen_core.device import autocast
@@ -36,10 +38,17 @@ def freeze_decoder(nets: Nets) -> None:
     unwrap(nets.decoder).eval().requires_grad_(False)
 
 
-def freeze_batchnorm(net: torch.nn.Module) -> int:
+def batchnorm_frozen(args: argparse.Namespace) -> bool:
+    """``--train-part encoder --encoder-bn frozen`` (runs from before the flag: batch statistics):
+    training freezes the encoder's statistics, and export keeps them."""
+    encoder_only = getattr(args, "train_part", "all") == "encoder"
+    return encoder_only and getattr(args, "encoder_bn", "batch") == "frozen"
+
+
+def freeze_batchnorm(net: torch.nn.Module) -> None:
     """Put ``net``'s BatchNorm layers in eval mode (``--encoder-bn frozen``): they normalise by
     their running statistics, which stop updating, while their affine weights still train.
-    Returns the number of layers frozen. Call after ``net.train()``, which would undo it.
+    Call after ``net.train()``, which would undo it.
 
     Why: in train mode a face's μ(x) depends on the other faces of its batch, through the
     batch's mean and variance. What serving computes is μ(x) under the running statistics,
@@ -48,12 +57,9 @@ def freeze_batchnorm(net: torch.nn.Module) -> int:
     spread of μ over faces of ~3.7. Batch-statistics noise of that size would hide it; measured,
     freezing moved validation PSNR where nothing else had (model_store/faces64/TRAINING.md).
     """
-    frozen = 0
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
-            frozen += 1
-    return frozen
 
 
 def encoder_losses(nets: Nets, batch_u8: torch.Tensor, cfg: StepConfig) -> dict[str, torch.Tensor]:

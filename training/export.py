@@ -24,6 +24,7 @@ from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
 from training.data import DatasetError
+from training.encoder_step import batchnorm_frozen
 from training.model_card import write_card
 from training.run_data import load_datasets, split_datasets
 
@@ -297,7 +298,7 @@ def export_run(
     calib = calibration_faces(split[0]) if split is not None else None
     encoder_only = getattr(args, "train_part", "all") == "encoder"
     # --encoder-bn frozen trained against the --init-from artifact's statistics: keep them.
-    enc_bn_frozen = encoder_only and getattr(args, "encoder_bn", "batch") == "frozen"
+    enc_bn_frozen = batchnorm_frozen(args)
     enc_bn_faces = (
         recalibrate_encoder_bn(encoder, calib, bn_batch, device=device)
         if calib is not None and ema_encoder and not enc_bn_frozen

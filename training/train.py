@@ -28,7 +28,7 @@ from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.augment import parse_policy
 from training.ema import EMA
-from training.encoder_step import encoder_step, freeze_batchnorm, freeze_decoder
+from training.encoder_step import batchnorm_frozen, encoder_step, freeze_batchnorm, freeze_decoder
 from training.prior import RunningGaussian
 from training.run_data import batch_indices, load_training_images
 from training.step import Nets, StepConfig, train_step, unwrap
@@ -243,7 +243,7 @@ def loop(run: Run) -> None:
     )
     for m in trained:
         m.train()
-    if encoder_only(args) and getattr(args, "encoder_bn", "batch") == "frozen":
+    if batchnorm_frozen(args):
         freeze_batchnorm(unwrap(run.nets.encoder))
     budget_s = args.max_minutes * 60.0 if args.max_minutes > 0 else math.inf
     bar = tqdm(

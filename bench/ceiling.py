@@ -7,6 +7,7 @@ of latents through the decoder, to uint8, each image encoded as the service enco
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facegen_core.device import autocast
+from facegen_core.device import autocast, serving_decoder_memory_format, set_memory_format
 from facegen_core.networks import Decoder
 from facegen_core.preprocess import model_to_uint8
 from service.runner import lane_pool, run_passes
@@ -45,6 +46,16 @@ def png_encoder(model: str, version: int, compress_level: int) -> tuple[PngEncod
         return encode_png(image, png_text(model, version, seed), compress_level)
 
     return encode, f"service.imaging.encode_png, compress_level={compress_level}"
+
+
+def lay_out_as_served(decoder: Decoder, device_type: str) -> str:
+    """Lay ``decoder`` out as the service would on ``device_type`` (FACEGEN_DECODER_MEMORY_FORMAT
+    from this environment, which the bench's servers inherit, else the service's default), so the
+    ceiling runs the kernels the servers run. Returns the layout."""
+    fmt = os.environ.get("FACEGEN_DECODER_MEMORY_FORMAT", "auto")
+    fmt = serving_decoder_memory_format(device_type) if fmt == "auto" else fmt
+    set_memory_format(decoder, memory_format=fmt)
+    return fmt
 
 
 @dataclass

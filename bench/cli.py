@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from bench.ceiling import RawBench, measure_ceiling, png_encoder
+from bench.ceiling import RawBench, lay_out_as_served, measure_ceiling, png_encoder
 from bench.loadgen import Timing, event_loop_name, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, choose_model
 from bench.profile import PySpy, summarize
@@ -333,6 +333,7 @@ def run(args: argparse.Namespace) -> Report:
         print(f"model: {model.describe()}", file=sys.stderr, flush=True)
         artifact = load_artifact(model.path, device)
         cfg, decoder = artifact.config, artifact.decoder
+        lay_out_as_served(decoder, device.type)
         encode, png_desc = png_encoder(model.name, model.version, args.png_compress_level)
         print("(a) ceiling: raw decoder + PNG ...", file=sys.stderr, flush=True)
         chunk = chunk_rows(args, device.type)

@@ -25,8 +25,10 @@ import torch
 
 from bench.model import RANDOM_CONFIGS, choose_model
 from facegen_core.artifact import load_artifact
+from facegen_core.device import MEMORY_FORMATS, set_memory_format
 from facegen_core.preprocess import model_to_uint8
 from service.runner import lane_pool, run_passes
+from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--row-threads", type=int, default=0, help="lanes (default: torch's thread count)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--decoder-memory-format",
+        choices=sorted(MEMORY_FORMATS),
+        default=Settings().effective_decoder_memory_format("cpu"),
+        help="the decoder's layout (default: the service's on CPU)",
+    )
     args = p.parse_args(argv)
     threads = torch.get_num_threads()
     lanes_n = args.row_threads or threads
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         art = load_artifact(choice.path)
         dec, prior, dim = art.decoder, art.prior, art.config.latent_dim
+        set_memory_format(dec, memory_format=args.decoder_memory_format)
         lanes = lane_pool(lanes_n) if lanes_n > 1 else None
         ways: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             "service (1-row passes on row lanes)": lambda z: run_passes(dec, z, 1, lanes),
@@ -51,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         sizes = range(1, args.max_batch + 1)
         total = sum(sizes)
         z_all = prior.latents_for_seeds(0, total, dim)  # (total, D), seeds 0..total-1
-        print(f"model {choice.describe()}, torch threads {threads}, row lanes {lanes_n}")
+        print(
+            f"model {choice.describe()}, decoder {args.decoder_memory_format}, torch threads {threads}, "
+            f"row lanes {lanes_n}"
+        )
         with torch.inference_mode():
             alone = torch.cat([dec(z_all[i : i + 1]) for i in range(total)])  # (total, C, H, W)
             alone_u8 = model_to_uint8(alone)

@@ -65,7 +65,7 @@ from PIL import Image
 
 from facegen_core import align
 from facegen_core.artifact import Artifact, ModelStore, load_artifact
-from facegen_core.device import PRECISIONS, autocast, resolve_device
+from facegen_core.device import PRECISIONS, autocast, resolve_device, set_memory_format
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from facegen_core.refine import RefineState, adam_step, inside_photo, latent_gradient
 from service.model_info import DECODE, ENCODE, REFINE, ModelInfo
@@ -116,6 +116,7 @@ class ModelRunner:
         self.info: ModelInfo | None = None
         self.device = torch.device("cpu")
         self.chunk_rows = 1
+        self.memory_format = "contiguous"  # the decoder's layout (Settings.decoder_memory_format)
         self.cuda_graphs = False  # True once decode and encode replay captured CUDA graphs
         self._graphs: dict[str, _GraphedPass] = {}
         self.row_threads = 1  # lane threads for a call of several passes (CPU; see the module docstring)
@@ -156,6 +157,10 @@ class ModelRunner:
             self.path = str(path)
             log.info("Loading model %s from %s on %s (%s).", name, path, self.device, s.precision)
             artifact = load_artifact(path, self.device)
+            # The decoder only: the encoder was measured no faster in channels-last (its first
+            # conv has 3 input channels; docs/bench.md, "Memory layout").
+            self.memory_format = s.effective_decoder_memory_format(self.device.type)
+            set_memory_format(artifact.decoder, memory_format=self.memory_format)
             self._artifact = artifact
             cfg = artifact.config
             self.info = ModelInfo(
@@ -210,13 +215,16 @@ class ModelRunner:
 
     def mark_ready(self, started: float) -> None:
         assert self.info is not None
-        self.fingerprint = _fingerprint(self.info.sha256, str(self.device), self.settings, self.chunk_rows)
+        self.fingerprint = _fingerprint(
+            self.info.sha256, str(self.device), self.settings, self.chunk_rows, self.memory_format
+        )
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
-            "Model %s v%d ready in %.2f s (chunk_rows=%d, threads=%d, row_threads=%d, cuda_graphs=%s).",
+            "Model %s v%d ready in %.2f s (%s, chunk_rows=%d, threads=%d, row_threads=%d, cuda_graphs=%s).",
             self.info.name,
             self.info.version,
             time.perf_counter() - started,
+            self.memory_format,
             self.chunk_rows,
             torch.get_num_threads(),
             self.row_threads,
@@ -329,7 +337,7 @@ class ModelRunner:
             ),
             # refine's gradient pass: rows of [z, x, photo mask of ones]
             REFINE: (
-                partial(_refine_pass, art.decoder, info),
+                self._refine_pass(),
                 torch.cat(
                     [
                         torch.randn((rows, info.latent_dim), generator=g),
@@ -406,8 +414,6 @@ class ModelRunner:
         all of them. Each step's gradients are computed in fixed-shape passes like decode's, so a
         row's floats do not depend on its batch or on which call stepped it; refinement runs in
         fp32 (its gradients are small: fp16 would underflow them)."""
-        art, info = self._require(), self.info
-        assert info is not None
         budget = self.settings.refine_slice_ms / 1000.0
         with self._lock:
             started = time.perf_counter()
@@ -431,7 +437,7 @@ class ModelRunner:
                     break
                 t0 = time.perf_counter()
                 packed = torch.cat([state.z[active], x[active], mask[active]], dim=1)  # (k, D + CHW + HW)
-                grad = self._chunked(partial(_refine_pass, art.decoder, info), packed)  # (k, D)
+                grad = self._chunked(self._refine_pass(), packed)  # (k, D)
                 adam_step(state, grad, active)
                 passes = -(-active.numel() // self.chunk_rows)
                 self._refine_pass_s += 0.2 * ((time.perf_counter() - t0) / passes - self._refine_pass_s)
@@ -450,9 +456,14 @@ class ModelRunner:
         return max(1, int(budget_s / self._refine_pass_s)) * self.chunk_rows
 
     def _encode_pass(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, C, H, W) in [-1, 1] -> (b, 2, D): mu and logvar of q(z|x), in fp32."""
-        mu, logvar = self._require().encoder(x)
-        return torch.stack([mu.float(), logvar.float()], dim=1)
+        """(b, C, H, W) in [-1, 1] -> (b, 2, D): ``encode_pass`` with the loaded encoder."""
+        return encode_pass(self._require().encoder, x)
+
+    def _refine_pass(self) -> Pass:
+        """``refine_pass`` bound to the loaded decoder and the model's shapes."""
+        art, info = self._require(), self.info
+        assert info is not None
+        return partial(refine_pass, art.decoder, info.latent_dim, info.channels, info.image_size)
 
     def _require(self) -> Artifact:
         if self._artifact is None:
@@ -506,11 +517,16 @@ def run_passes(
     return torch.cat([out[:k] for out, k in zip(outs, kept, strict=True)])
 
 
-def _refine_pass(decoder: torch.nn.Module, info: ModelInfo, packed: torch.Tensor) -> torch.Tensor:
-    """One pass of refinement gradients: rows (b, D + C*H*W + H*W) of [z, x in [-1, 1], photo
-    mask] -> ∂loss/∂z (b, D), in fp32 (``latent_gradient`` turns autograd on in the lanes'
-    inference mode)."""
-    d, c, s = info.latent_dim, info.channels, info.image_size
+def encode_pass(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One encode pass: (b, C, H, W) in [-1, 1] -> (b, 2, D), mu and logvar of q(z|x) in fp32."""
+    mu, logvar = encoder(x)
+    return torch.stack([mu.float(), logvar.float()], dim=1)
+
+
+def refine_pass(decoder: torch.nn.Module, d: int, c: int, s: int, packed: torch.Tensor) -> torch.Tensor:
+    """One pass of refinement gradients for a model of latent size ``d``, ``c`` channels and side
+    ``s``: rows (b, d + c*s*s + s*s) of [z, x in [-1, 1], photo mask] -> ∂loss/∂z (b, d), in fp32
+    (``latent_gradient`` turns autograd on in the lanes' inference mode)."""
     with torch.autocast(packed.device.type, enabled=False):
         z = packed[:, :d]  # (b, D)
         x = packed[:, d : d + c * s * s].reshape(-1, c, s, s)  # (b, C, H, W)
@@ -526,13 +542,14 @@ def _run_passes(
         return [fn(part) for part in parts]
 
 
-def _fingerprint(weights_sha256: str, device: str, s: Settings, chunk_rows: int) -> str:
+def _fingerprint(weights_sha256: str, device: str, s: Settings, chunk_rows: int, memory_format: str) -> str:
     """What, beside the request, fixes the bytes of a response (see the determinism note)."""
     parts = [
         weights_sha256,
         device,
         s.precision,
         str(chunk_rows),
+        memory_format,
         str(s.cuda_graphs),
         str(s.png_compress_level),
     ]

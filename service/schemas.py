@@ -439,6 +439,12 @@ class LoadedModel(BaseModel):
         description="Whether decode and encode replay CUDA graphs captured at warm-up "
         "(FACEGEN_CUDA_GRAPHS; always false on CPU). Null while loading.",
     )
+    decoder_memory_format: str | None = Field(
+        default=None,
+        description="The decoder's memory layout, 'contiguous' (NCHW) or 'channels_last' (NHWC) "
+        "(FACEGEN_DECODER_MEMORY_FORMAT). A face's pixels are reproducible within one layout. Null "
+        "while loading.",
+    )
     manifest: dict[str, Any] | None = Field(default=None, description="The artifact's manifest.json.")
     attributes: list[str] = Field(
         default_factory=list,

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from facegen_core.device import serving_decoder_memory_format
+
 # The repo's bundled store, found from the package so `python -m service` works from any cwd.
 DEFAULT_MODEL_STORE = Path(__file__).resolve().parents[1] / "model_store"
 MAX_ROWS_PER_REQUEST = 64  # n, latents, files and steps are each capped at this (API contract)
@@ -87,6 +89,15 @@ class Settings(BaseSettings):
             "CPU only: a model call of several passes runs them on this many threads of one torch "
             "thread each (a lone pass keeps every torch thread). 0: torch's thread count; 1: off. "
             "Outputs are bit-identical either way; warm-up checks it and turns this off if not."
+        ),
+    )
+    decoder_memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        default="auto",
+        description=(
+            "How the decoder's weights and activations lie in memory: NCHW (contiguous) or NHWC "
+            "(channels_last); the encoder stays NCHW. Convolutions pick their kernels by it, so it "
+            "sets speed, and a face's floats are reproducible within one layout. auto: "
+            "channels_last on CPU (measured faster there: python -m bench.layout), contiguous on CUDA."
         ),
     )
     cuda_graphs: bool = Field(
@@ -206,6 +217,11 @@ class Settings(BaseSettings):
         if device_type != "cpu":
             return 1
         return self.row_threads or max(1, torch_threads)
+
+    def effective_decoder_memory_format(self, device_type: str) -> str:
+        if self.decoder_memory_format != "auto":
+            return self.decoder_memory_format
+        return serving_decoder_memory_format(device_type)
 
     def effective_chunk_rows(self, device_type: str) -> int:
         if self.chunk_rows:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from facegen_core.device import autocast
+from facegen_core.device import MEMORY_FORMATS, autocast
 from facegen_core.preprocess import uint8_to_model
 from training import losses
 from training.augment import diff_augment
@@ -60,7 +60,7 @@ class StepConfig:
 
     @property
     def torch_memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
+        return MEMORY_FORMATS[self.memory_format]
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from facegen_core.config import ModelConfig
-from facegen_core.device import cpu_has_bf16
+from facegen_core.device import cpu_has_bf16, set_memory_format
 from facegen_core.networks import Decoder, Discriminator, Encoder
 from training import checkpoint as ckpt
 from training import distributed as ddp
@@ -161,9 +161,7 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
     # Channels-last (NHWC) by default everywhere: the oneDNN kernels behind bf16's speed-up on
     # CPU and cuDNN's tensor-core kernels take it, and it pays in fp32 on CPU as well
     # (python -m bench.train_step; docs/training.md, "Speed of a step").
-    if memory_format(args) == "channels_last":
-        for m in (enc, dec, dis):
-            m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    set_memory_format(enc, dec, dis, memory_format=memory_format(args))
     betas = (args.beta1, args.beta2)
     ema = EMA(dec, args.ema_decay)
     ema_enc = EMA(enc, args.ema_decay) if getattr(args, "ema_encoder", False) else None

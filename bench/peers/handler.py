@@ -3,11 +3,12 @@
 Both peers call ``FaceHandler.handle`` with the seeds of one dynamic batch. In mode
 ``per-row`` it repeats facegen's work step for step (service/api/routes/generate.py and
 service/runner.py): each seed's latent from ``LatentPrior.latents_for_seeds(seed, 1, ...)``,
-the decoder in passes of one NCHW-contiguous row (facegen's CPU determinism contract), NaN
-to 0, ``model_to_uint8``, and ``service.imaging.encode_png`` with the same text chunks and
-zlib level, so the bytes, not only the pixels, are facegen's. In mode ``batched`` the batch
-is decoded in one forward pass, as a framework user would write it. The artifact is loaded
-with ``facegen_core.artifact.load_artifact`` (safetensors, checksums verified), never pickle.
+the decoder in passes of one row (facegen's CPU determinism contract), laid out as the
+service lays it out, NaN to 0, ``model_to_uint8``, and ``service.imaging.encode_png`` with the
+same text chunks and zlib level, so the bytes, not only the pixels, are facegen's. In mode
+``batched`` the batch is decoded in one forward pass, as a framework user would write it. The
+artifact is loaded with ``facegen_core.artifact.load_artifact`` (safetensors, checksums
+verified), never pickle.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from facegen_core.artifact import load_artifact
+from facegen_core.device import serving_decoder_memory_format, set_memory_format
 from facegen_core.preprocess import model_to_uint8
 from service.imaging import encode_png, png_text
 
@@ -49,6 +51,9 @@ class FaceHandler:
             torch.set_num_threads(torch_threads)
         art = load_artifact(artifact_dir, "cpu")
         self.decoder = art.decoder.eval()
+        # Laid out as facegen's service lays it out on CPU (FACEGEN_DECODER_MEMORY_FORMAT's
+        # default): every system runs the same kernels, and returns the same pixels.
+        set_memory_format(self.decoder, memory_format=serving_decoder_memory_format("cpu"))
         self.prior = art.prior
         self.name, self.version = art.name, art.version
         self.latent_dim = art.config.latent_dim

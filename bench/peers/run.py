@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import torch
 
-from bench.ceiling import RawBench, measure_ceiling, png_encoder
+from bench.ceiling import RawBench, lay_out_as_served, measure_ceiling, png_encoder
 from bench.cli import chunk_rows, row_threads, server_env
 from bench.loadgen import Timing, run_async, run_cell
 from bench.model import RANDOM_CONFIGS, ModelChoice, choose_model
@@ -263,6 +263,7 @@ def ceiling(args: argparse.Namespace, model: ModelChoice, seconds: float) -> dic
     lanes); alternated rounds. Measured before the servers start, with the servers' threads."""
     torch.set_num_threads(args.torch_threads)
     art = load_artifact(model.path)
+    lay_out_as_served(art.decoder, "cpu")
     encode, _ = png_encoder(model.name, model.version, args.png_compress_level)
     lanes = row_threads(0, "cpu")  # facegen's server runs the service's rule
     raw = RawBench(art.decoder, art.config.latent_dim, torch.device("cpu"), "fp32", encode, lanes)

@@ -136,6 +136,29 @@ def test_an_empty_store_fails_with_the_reason(tmp_path: Path) -> None:
     assert r.state == "failed" and "holds no models" in r.reason
 
 
+def test_decoder_memory_format_setting(store: Path, runner: ModelRunner) -> None:
+    """auto lays the decoder out channels-last on CPU (measured faster: bench.layout) and leaves
+    the encoder NCHW; either layout keeps a row's pixels independent of its batch, the layouts
+    agree to rounding, and the ETag fingerprint tells them apart (their floats differ)."""
+    assert Settings().effective_decoder_memory_format("cpu") == "channels_last"
+    assert Settings().effective_decoder_memory_format("cuda") == "contiguous"
+    assert runner.memory_format == "channels_last" and runner._artifact is not None
+    assert runner._artifact.decoder.to_image.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not runner._artifact.encoder.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = runner_for(store, chunk_rows=8, decoder_memory_format="contiguous")
+    assert nchw.ready and nchw.memory_format == "contiguous", nchw.reason
+    assert nchw._artifact is not None and nchw._artifact.decoder.to_image.weight.is_contiguous()
+    z = noise_for_seeds(11, 13, 8).numpy()
+    for r in (runner, nchw):
+        faces = r.decode(z)
+        np.testing.assert_array_equal(faces[5], r.decode(z[5:6])[0])
+    diff = np.abs(runner.decode(z).astype(int) - nchw.decode(z).astype(int))
+    assert diff.max() <= 1
+    assert nchw.fingerprint != runner.fingerprint
+    with pytest.raises(ValueError):
+        Settings(decoder_memory_format="nhwc")  # type: ignore[arg-type]
+
+
 def test_the_cuda_graphs_setting_is_harmless_on_cpu(
     store: Path, runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:

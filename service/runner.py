@@ -16,13 +16,15 @@ faces and 4 of 256 ``ModelConfig.small()`` faces. Within one fixed shape and lay
 though, a row's output did not depend on its position or on the other rows (0 of 3357
 rows differed, random batches of 1-64, tiny and small, 1 and 2 threads, encode and decode).
 So every forward pass here runs exactly ``chunk_rows`` NCHW-contiguous rows, the last chunk
-padded with zeros: a face's pixels are the same whether asked for alone, in a grid, or
-batched with strangers. The price is padding work on small batches. On CPU, with one
-torch thread, passes of 1 row were the fastest per row anyway (ModelConfig.small() decoder:
-9.3 ms/row at 1, 11.5 at 8, 13.8 at 32 rows per pass), so ``chunk_rows`` defaults to 1 there:
-the batcher still packs requests into one model call, run as 1-row passes. On CUDA it
-defaults to max_batch_size (padding is nearly free on a GPU). Determinism holds for one
-server configuration (device, precision, threads, chunk_rows, cuda_graphs), not across them.
+padded with zeros, through networks of one fixed layout (the decoder channels-last on CPU,
+``Settings.decoder_memory_format``; bench.invariance measured 0 rows differing in it too): a
+face's pixels are the same whether asked for alone, in a grid, or batched with strangers.
+The price is padding work on small batches. On CPU, with one torch thread, passes of 1 row
+were the fastest per row anyway (ModelConfig.small() decoder: 9.3 ms/row at 1, 11.5 at 8,
+13.8 at 32 rows per pass), so ``chunk_rows`` defaults to 1 there: the batcher still packs
+requests into one model call, run as 1-row passes. On CUDA it defaults to max_batch_size
+(padding is nearly free on a GPU). Determinism holds for one server configuration (device,
+precision, threads, chunk_rows, decoder layout, cuda_graphs), not across them.
 
 Row threads (CPU). Two torch threads on one 1-row pass are poor value: on the 2-core
 development machine the faces64 decoder took 14.9 ms a row on 2 threads but 23 ms of CPU,
@@ -116,7 +118,7 @@ class ModelRunner:
         self.info: ModelInfo | None = None
         self.device = torch.device("cpu")
         self.chunk_rows = 1
-        self.memory_format = "contiguous"  # the decoder's layout (Settings.decoder_memory_format)
+        self.decoder_memory_format = "contiguous"  # Settings.decoder_memory_format resolved, once loaded
         self.cuda_graphs = False  # True once decode and encode replay captured CUDA graphs
         self._graphs: dict[str, _GraphedPass] = {}
         self.row_threads = 1  # lane threads for a call of several passes (CPU; see the module docstring)
@@ -159,8 +161,8 @@ class ModelRunner:
             artifact = load_artifact(path, self.device)
             # The decoder only: the encoder was measured no faster in channels-last (its first
             # conv has 3 input channels; docs/bench.md, "Memory layout").
-            self.memory_format = s.effective_decoder_memory_format(self.device.type)
-            set_memory_format(artifact.decoder, memory_format=self.memory_format)
+            self.decoder_memory_format = s.effective_decoder_memory_format(self.device.type)
+            set_memory_format(artifact.decoder, memory_format=self.decoder_memory_format)
             self._artifact = artifact
             cfg = artifact.config
             self.info = ModelInfo(
@@ -216,7 +218,7 @@ class ModelRunner:
     def mark_ready(self, started: float) -> None:
         assert self.info is not None
         self.fingerprint = _fingerprint(
-            self.info.sha256, str(self.device), self.settings, self.chunk_rows, self.memory_format
+            self.info.sha256, str(self.device), self.settings, self.chunk_rows, self.decoder_memory_format
         )
         self.state, self.reason = "ready", "The model is loaded, verified and warmed up."
         log.info(
@@ -224,7 +226,7 @@ class ModelRunner:
             self.info.name,
             self.info.version,
             time.perf_counter() - started,
-            self.memory_format,
+            self.decoder_memory_format,
             self.chunk_rows,
             torch.get_num_threads(),
             self.row_threads,

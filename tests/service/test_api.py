@@ -54,6 +54,7 @@ def test_health_ready_and_models(client: httpx.Client) -> None:
         "cpu",
     )
     assert loaded["manifest"]["files"]["model.safetensors"]["sha256"]
+    assert loaded["decoder_memory_format"] == "channels_last" and loaded["cuda_graphs"] is False  # CPU
     assert m["models"] == {"tiny": [1]} and m["default"] == "tiny"
 
 

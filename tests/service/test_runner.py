@@ -142,11 +142,11 @@ def test_decoder_memory_format_setting(store: Path, runner: ModelRunner) -> None
     agree to rounding, and the ETag fingerprint tells them apart (their floats differ)."""
     assert Settings().effective_decoder_memory_format("cpu") == "channels_last"
     assert Settings().effective_decoder_memory_format("cuda") == "contiguous"
-    assert runner.memory_format == "channels_last" and runner._artifact is not None
+    assert runner.decoder_memory_format == "channels_last" and runner._artifact is not None
     assert runner._artifact.decoder.to_image.weight.is_contiguous(memory_format=torch.channels_last)
     assert not runner._artifact.encoder.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     nchw = runner_for(store, chunk_rows=8, decoder_memory_format="contiguous")
-    assert nchw.ready and nchw.memory_format == "contiguous", nchw.reason
+    assert nchw.ready and nchw.decoder_memory_format == "contiguous", nchw.reason
     assert nchw._artifact is not None and nchw._artifact.decoder.to_image.weight.is_contiguous()
     z = noise_for_seeds(11, 13, 8).numpy()
     for r in (runner, nchw):

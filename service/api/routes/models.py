@@ -47,7 +47,7 @@ async def models(services: ServicesDep) -> ModelsResponse:
         channels=info.channels if info else None,
         input_crop=info.input_crop if info else None,
         cuda_graphs=runner.cuda_graphs if runner.state != "loading" else None,
-        decoder_memory_format=runner.memory_format if runner.state != "loading" else None,
+        decoder_memory_format=runner.decoder_memory_format if runner.state != "loading" else None,
         manifest=manifest,
         attributes=list(info.attributes.names) if info and info.attributes else [],
         max_refine_steps=s.max_refine_steps,

@@ -8,6 +8,7 @@ from pathlib import Path
 from facegen_core.config import CROP_MODES, UPSAMPLE_MODES
 from facegen_core.networks import DIS_NORMS
 from training.checkpoint import saved_args
+from training.decoder_step import SAMPLE_ANCHOR_WEIGHT
 from training.losses import GAN_LOSSES
 
 
@@ -209,11 +210,20 @@ def train_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--train-part",
-        choices=("all", "encoder"),
+        choices=("all", "encoder", "decoder"),
         default="all",
         help="all = the VAE-GAN (Larsen et al. 2015, Algorithm 1); encoder = the encoder alone against "
         "--init-from's frozen decoder, for reconstruction (training/encoder_step.py): samples and the "
-        "latent prior stay the artifact's.",
+        "latent prior stay the artifact's; decoder = the decoder alone fitted to --init-from's frozen "
+        "encoder, for reconstruction, its samples held by --sample-anchor-weight "
+        "(training/decoder_step.py): the encoder and the latent prior stay the artifact's.",
+    )
+    g.add_argument(
+        "--sample-anchor-weight",
+        type=float,
+        default=SAMPLE_ANCHOR_WEIGHT,
+        help="With --train-part decoder: weight of ||Dec(z_p) - Dec_0(z_p)||^2 on the prior's latents, "
+        "which keeps the random faces the --init-from decoder's (Li & Hoiem 2016); 0 = off.",
     )
     g.add_argument(
         "--encoder-bn",

@@ -233,11 +233,12 @@ def calibration_faces(train_u8: torch.Tensor, n: int = 4096, seed: int = 0) -> t
 
 
 def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, Any]]:
-    """The latent prior of the artifact a ``--train-part encoder`` run started from, and its
-    manifest record; that artifact must still be where the run found it, with the same weights."""
+    """The latent prior of the artifact a ``--train-part encoder`` or ``decoder`` run started
+    from, and its manifest record; that artifact must still be where the run found it, with the
+    same weights."""
     init = state.get("init_from")
     if not init:
-        raise SystemExit("This encoder-only run has no --init-from record; its decoder's prior is unknown.")
+        raise SystemExit("This run trained one network alone, without --init-from: its prior is unknown.")
     try:
         art = load_artifact(init["path"])
     except ArtifactError as e:
@@ -249,7 +250,8 @@ def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, A
             f"{init['path']} holds other weights than the run started from; export needs its prior."
         )
     record = dict(art.manifest.get("latent_prior") or {"kind": "standard"})
-    record["from"] = f"{art.name} v{art.version} (the frozen decoder's), unchanged"
+    frozen = "decoder" if state["args"].get("train_part") == "encoder" else "encoder"
+    record["from"] = f"{art.name} v{art.version} (the frozen {frozen}'s), unchanged"
     return art.prior, record
 
 
@@ -297,16 +299,19 @@ def export_run(
     bn_batch = min(int(args.batch_size), 256)
     calib = calibration_faces(split[0]) if split is not None else None
     encoder_only = getattr(args, "train_part", "all") == "encoder"
+    decoder_only = getattr(args, "train_part", "all") == "decoder"
     # --encoder-bn frozen trained against the --init-from artifact's statistics: keep them.
     enc_bn_frozen = batchnorm_frozen(args)
     enc_bn_faces = (
         recalibrate_encoder_bn(encoder, calib, bn_batch, device=device)
-        if calib is not None and ema_encoder and not enc_bn_frozen
+        if calib is not None and ema_encoder and not enc_bn_frozen and not decoder_only
         else 0
     )
-    if encoder_only:
-        # The decoder (weights and BatchNorm statistics) is the initial artifact's, untouched,
-        # and so must be the prior its GAN was trained to sample from (training/encoder_step.py).
+    if encoder_only or decoder_only:
+        # Encoder part: the decoder (weights and BatchNorm statistics) is the initial artifact's,
+        # untouched, and so must be the prior its GAN was trained to sample from
+        # (training/encoder_step.py). Decoder part: the encoder is, so its means are, and the
+        # prior fitted to them (training/decoder_step.py).
         prior, prior_info = init_artifact_prior(state)
     elif split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
         prior = fit_prior(encoder, split[0], device=device)
@@ -315,10 +320,10 @@ def export_run(
         recalibrate_bn(
             encoder, decoder, calib, bn_batch, gan_prior=prior if gan_fitted else None, device=device
         )
-        if calib is not None and not encoder_only
+        if calib is not None and not (encoder_only or decoder_only)  # decoder part: statistics frozen
         else 0
     )
-    if split is not None and not prior.is_standard and not encoder_only:
+    if split is not None and not prior.is_standard and not (encoder_only or decoder_only):
         prior_info = {
             "kind": "fitted-gaussian",
             "fitted_on": f"encoder means of the {len(split[0])} training faces",
@@ -346,12 +351,20 @@ def export_run(
                 if encoder_only
                 else "EMA of the weights (--ema-decay)"
             ),
-            "encoder": "EMA of the weights (--ema-decay)" if ema_encoder else "the last step's weights",
+            "encoder": (
+                "the --init-from artifact's, frozen (--train-part decoder)"
+                if decoder_only
+                else "EMA of the weights (--ema-decay)"
+                if ema_encoder
+                else "the last step's weights"
+            ),
             "decoder_bn_statistics": (
                 f"recomputed at export on {bn_faces} training faces"
                 if bn_faces
                 else "the --init-from artifact's"
                 if encoder_only
+                else "the --init-from artifact's, frozen (--train-part decoder)"
+                if decoder_only
                 else "copied from training"
             ),
             "encoder_bn_statistics": (

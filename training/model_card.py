@@ -59,8 +59,17 @@ def figures(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def decoder_origin(training: Mapping[str, Any], name: Any) -> list[str]:
-    """The line for a version whose decoder another artifact trained (``--train-part encoder``)."""
+    """The line for a version that trained one network alone, the other an earlier artifact's
+    (``--train-part encoder`` or ``decoder``)."""
     init = training.get("init_from") or {}
+    if "--train-part decoder" in str(training.get("encoder", "")) and init:
+        anchor = (training.get("args") or {}).get("sample_anchor_weight")
+        return [
+            f"- Encoder and latent prior: {init.get('name', '?')} v{init.get('version', '?')}'s, "
+            f"unchanged (weights sha256 `{init.get('weights_sha256', '?')}`); this version fitted "
+            "that version's decoder to the encoder's means on the data below (`--train-part "
+            f"decoder`), its samples held to the old decoder's by a distillation term (weight {anchor})."
+        ]
     if "frozen" not in str(training.get("decoder", "")) or not init:
         return []
     return [

@@ -15,18 +15,28 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from facegen_core.artifact import ArtifactError, load_artifact
 from facegen_core.config import ModelConfig
 from facegen_core.device import cpu_has_bf16, set_memory_format
 from facegen_core.networks import Decoder, Discriminator, Encoder
 from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.augment import parse_policy
+from training.decoder_step import (
+    SampleAnchor,
+    decoder_only,
+    decoder_step,
+    freeze_decoder_batchnorm,
+    freeze_encoder,
+    sample_anchor,
+)
 from training.ema import EMA
 from training.encoder_step import batchnorm_frozen, encoder_step, freeze_batchnorm, freeze_decoder
 from training.prior import RunningGaussian
@@ -69,6 +79,7 @@ class Run:
     data_info: dict[str, Any]  # the manifest's ``dataset`` record
     run_dir: Path
     init_from: dict[str, Any] | None = None  # the --init-from artifact, kept through resumes
+    anchor: SampleAnchor | None = None  # --train-part decoder: the artifact's decoder and prior
     step: int = 0
     images_seen: int = 0
     saved_step: int = 0  # the step of the last checkpoint written
@@ -108,8 +119,29 @@ def setup(args: argparse.Namespace) -> Run:
         start_fresh(run)
     if encoder_only(args):
         freeze_decoder(run.nets)
+    if decoder_only(args):
+        freeze_encoder(run.nets)
+        run.anchor = build_anchor(run)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def build_anchor(run: Run) -> SampleAnchor | None:
+    """--train-part decoder with --sample-anchor-weight > 0: the --init-from artifact's decoder,
+    frozen, and its latent prior (reloaded on --resume; it must still hold the same weights)."""
+    weight = float(getattr(run.args, "sample_anchor_weight", 0.0))
+    init = run.init_from
+    if weight <= 0:
+        return None
+    if not init:
+        raise SystemExit("--sample-anchor-weight needs the --init-from artifact, and this run has none.")
+    try:
+        art = load_artifact(init["path"], run.info.device)
+    except ArtifactError as e:
+        raise SystemExit(f"The run's --init-from artifact {init['path']} cannot be loaded ({e}).") from e
+    if art.weights_sha256 != init["weights_sha256"]:
+        raise SystemExit(f"{init['path']} holds other weights than the run started from.")
+    return sample_anchor(art.decoder, art.prior, weight, memory_format(run.args), run.info.device)
 
 
 def encoder_only(args: argparse.Namespace) -> bool:
@@ -131,6 +163,10 @@ def start_fresh(run: Run) -> None:
     if encoder_only(run.args) and not source:
         raise SystemExit(
             "--train-part encoder trains an encoder for an existing decoder: pass --init-from ARTIFACT."
+        )
+    if decoder_only(run.args) and not source:
+        raise SystemExit(
+            "--train-part decoder fits an existing decoder to its encoder: pass --init-from ARTIFACT."
         )
     if source:
         try:
@@ -167,8 +203,8 @@ def build_nets(cfg: ModelConfig, args: argparse.Namespace, info: ddp.DistInfo) -
     ema_enc = EMA(enc, args.ema_decay) if getattr(args, "ema_encoder", False) else None
     fitted = getattr(args, "gan_prior", "standard") == "fitted"
     return Nets(
-        encoder=ddp.wrap(enc, info),
-        decoder=dec if encoder_only(args) else ddp.wrap(dec, info),  # DDP refuses a frozen module
+        encoder=enc if decoder_only(args) else ddp.wrap(enc, info),  # DDP refuses a frozen module
+        decoder=dec if encoder_only(args) else ddp.wrap(dec, info),
         discriminator=dis,
         opt_enc=torch.optim.Adam(enc.parameters(), lr=args.lr_enc, betas=betas),
         opt_dec=torch.optim.Adam(dec.parameters(), lr=args.lr_dec, betas=betas),
@@ -233,16 +269,18 @@ def step_config(args: argparse.Namespace, device: torch.device) -> StepConfig:
 def loop(run: Run) -> None:
     """Step until --max-steps, or until the next step would overrun --max-minutes."""
     args, info = run.args, run.info
-    step_fn = encoder_step if encoder_only(args) else train_step
-    trained = (
-        (run.nets.encoder,)
-        if encoder_only(args)
-        else (run.nets.encoder, run.nets.decoder, run.nets.discriminator)
-    )
+    step_fn: Callable[..., dict[str, torch.Tensor]] = train_step
+    trained: tuple[torch.nn.Module, ...] = (run.nets.encoder, run.nets.decoder, run.nets.discriminator)
+    if encoder_only(args):
+        step_fn, trained = encoder_step, (run.nets.encoder,)
+    elif decoder_only(args):
+        step_fn, trained = partial(decoder_step, anchor=run.anchor), (run.nets.decoder,)
     for m in trained:
         m.train()
     if batchnorm_frozen(args):
         freeze_batchnorm(unwrap(run.nets.encoder))
+    if decoder_only(args):
+        freeze_decoder_batchnorm(run.nets)
     budget_s = args.max_minutes * 60.0 if args.max_minutes > 0 else math.inf
     bar = tqdm(
         total=args.max_steps,

@@ -122,3 +122,15 @@ def test_an_encoder_only_version_names_its_decoders_origin_and_each_source() -> 
     assert "celeba-10k, pixels" not in card  # the first source's figures are the top rows
     plain = render_card({"name": "x", "version": 1, "training": {"decoder": "EMA"}}, {})
     assert "Decoder and latent prior" not in plain
+
+
+def test_a_decoder_only_version_names_its_encoders_origin_and_the_anchor() -> None:
+    training = {
+        "encoder": "the --init-from artifact's, frozen (--train-part decoder)",
+        "decoder": "EMA of the weights (--ema-decay)",
+        "init_from": {"name": "faces64", "version": 2, "weights_sha256": "cd" * 32},
+        "args": {"sample_anchor_weight": 10.0},
+    }
+    card = render_card({"name": "faces64", "version": 3, "training": training}, {"image_size": 64})
+    assert "Encoder and latent prior: faces64 v2's, unchanged" in card and "cd" * 32 in card
+    assert "(weight 10.0)" in card and "Decoder and latent prior" not in card

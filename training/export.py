@@ -372,6 +372,8 @@ def export_run(
                 if enc_bn_faces
                 else "the --init-from artifact's, frozen (--encoder-bn frozen)"
                 if enc_bn_frozen
+                else "the --init-from artifact's, frozen (--train-part decoder)"
+                if decoder_only
                 else "copied from training"
             ),
             **({"init_from": state["init_from"]} if "init_from" in state else {}),

@@ -66,7 +66,7 @@ def test_only_the_decoder_learns_and_the_export_keeps_encoder_prior_and_statisti
     assert torch.equal(tuned.prior.scale_tril, base.prior.scale_tril)
     manifest = json.loads((tuned.path / "manifest.json").read_text())["training"]
     assert "--train-part decoder" in manifest["encoder"]
-    assert "frozen" in manifest["decoder_bn_statistics"]
+    assert "frozen" in manifest["decoder_bn_statistics"] and "frozen" in manifest["encoder_bn_statistics"]
     prior = json.loads((tuned.path / "manifest.json").read_text())["latent_prior"]
     assert prior["from"] == "base v1 (the frozen encoder's), unchanged"
 

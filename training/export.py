@@ -23,6 +23,7 @@ from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
+from training import decoder_step
 from training.data import DatasetError
 from training.encoder_step import batchnorm_frozen
 from training.model_card import write_card
@@ -299,7 +300,7 @@ def export_run(
     bn_batch = min(int(args.batch_size), 256)
     calib = calibration_faces(split[0]) if split is not None else None
     encoder_only = getattr(args, "train_part", "all") == "encoder"
-    decoder_only = getattr(args, "train_part", "all") == "decoder"
+    decoder_only = decoder_step.decoder_only(args)
     # --encoder-bn frozen trained against the --init-from artifact's statistics: keep them.
     enc_bn_frozen = batchnorm_frozen(args)
     enc_bn_faces = (

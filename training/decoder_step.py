@@ -45,7 +45,7 @@ from facegen_core.refine import inside_photo
 from training import losses
 from training.distributed import DistInfo
 from training.encoder_step import freeze_batchnorm
-from training.step import Nets, StepConfig, unwrap
+from training.step import Nets, StepConfig, train_part, unwrap
 
 # --sample-anchor-weight's default: the anchor weighs as much as the pixel term at
 # --pixel-weight 10 (model_store/faces64/TRAINING.md, the A/B that chose it).
@@ -63,7 +63,7 @@ class SampleAnchor:
 
 def decoder_only(args: argparse.Namespace) -> bool:
     """--train-part decoder."""
-    return getattr(args, "train_part", "all") == "decoder"
+    return train_part(args) == "decoder"
 
 
 def freeze_encoder(nets: Nets) -> None:

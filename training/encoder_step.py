@@ -30,7 +30,7 @@ from facegen_core.preprocess import uint8_to_model
 from facegen_core.refine import inside_photo
 from training import losses
 from training.distributed import DistInfo
-from training.step import Nets, StepConfig, unwrap
+from training.step import Nets, StepConfig, train_part, unwrap
 
 
 def freeze_decoder(nets: Nets) -> None:
@@ -41,8 +41,7 @@ def freeze_decoder(nets: Nets) -> None:
 def batchnorm_frozen(args: argparse.Namespace) -> bool:
     """``--train-part encoder --encoder-bn frozen`` (runs from before the flag: batch statistics):
     training freezes the encoder's statistics, and export keeps them."""
-    encoder_only = getattr(args, "train_part", "all") == "encoder"
-    return encoder_only and getattr(args, "encoder_bn", "batch") == "frozen"
+    return train_part(args) == "encoder" and getattr(args, "encoder_bn", "batch") == "frozen"
 
 
 def freeze_batchnorm(net: torch.nn.Module) -> None:

@@ -23,11 +23,11 @@ from facegen_core.latent import LatentPrior
 from facegen_core.networks import Decoder, Encoder, build_autoencoder
 from facegen_core.preprocess import model_to_uint8, uint8_to_model
 from training import checkpoint as ckpt
-from training import decoder_step
 from training.data import DatasetError
 from training.encoder_step import batchnorm_frozen
 from training.model_card import write_card
 from training.run_data import load_datasets, split_datasets
+from training.step import train_part
 
 N_SAMPLES = 64
 INTERP_STEPS = 10
@@ -233,10 +233,10 @@ def calibration_faces(train_u8: torch.Tensor, n: int = 4096, seed: int = 0) -> t
     return train_u8[pick.sort().values]
 
 
-def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, Any]]:
+def init_artifact_prior(state: dict[str, Any], frozen: str) -> tuple[LatentPrior, dict[str, Any]]:
     """The latent prior of the artifact a ``--train-part encoder`` or ``decoder`` run started
     from, and its manifest record; that artifact must still be where the run found it, with the
-    same weights."""
+    same weights. ``frozen``: the network the run held ("encoder" or "decoder"), for the record."""
     init = state.get("init_from")
     if not init:
         raise SystemExit("This run trained one network alone, without --init-from: its prior is unknown.")
@@ -251,7 +251,6 @@ def init_artifact_prior(state: dict[str, Any]) -> tuple[LatentPrior, dict[str, A
             f"{init['path']} holds other weights than the run started from; export needs its prior."
         )
     record = dict(art.manifest.get("latent_prior") or {"kind": "standard"})
-    frozen = "decoder" if state["args"].get("train_part") == "encoder" else "encoder"
     record["from"] = f"{art.name} v{art.version} (the frozen {frozen}'s), unchanged"
     return art.prior, record
 
@@ -299,8 +298,9 @@ def export_run(
     prior, prior_info = LatentPrior(), {"kind": "standard", "note": "N(0, I), the VAE's prior"}
     bn_batch = min(int(args.batch_size), 256)
     calib = calibration_faces(split[0]) if split is not None else None
-    encoder_only = getattr(args, "train_part", "all") == "encoder"
-    decoder_only = decoder_step.decoder_only(args)
+    part = train_part(args)
+    encoder_only, decoder_only = part == "encoder", part == "decoder"
+    one_part = part != "all"  # one network trained, the other the --init-from artifact's
     # --encoder-bn frozen trained against the --init-from artifact's statistics: keep them.
     enc_bn_frozen = batchnorm_frozen(args)
     enc_bn_faces = (
@@ -308,12 +308,12 @@ def export_run(
         if calib is not None and ema_encoder and not enc_bn_frozen and not decoder_only
         else 0
     )
-    if encoder_only or decoder_only:
+    if one_part:
         # Encoder part: the decoder (weights and BatchNorm statistics) is the initial artifact's,
         # untouched, and so must be the prior its GAN was trained to sample from
         # (training/encoder_step.py). Decoder part: the encoder is, so its means are, and the
         # prior fitted to them (training/decoder_step.py).
-        prior, prior_info = init_artifact_prior(state)
+        prior, prior_info = init_artifact_prior(state, "decoder" if encoder_only else "encoder")
     elif split is not None and getattr(args, "latent_prior", "fitted") == "fitted":
         prior = fit_prior(encoder, split[0], device=device)
     gan_fitted = getattr(args, "gan_prior", "standard") == "fitted"
@@ -321,10 +321,10 @@ def export_run(
         recalibrate_bn(
             encoder, decoder, calib, bn_batch, gan_prior=prior if gan_fitted else None, device=device
         )
-        if calib is not None and not (encoder_only or decoder_only)  # decoder part: statistics frozen
+        if calib is not None and not one_part  # decoder part: statistics frozen
         else 0
     )
-    if split is not None and not prior.is_standard and not (encoder_only or decoder_only):
+    if split is not None and not prior.is_standard and not one_part:
         prior_info = {
             "kind": "fitted-gaussian",
             "fitted_on": f"encoder means of the {len(split[0])} training faces",

@@ -28,6 +28,7 @@ ranks with one all-reduce (``distributed.average_gradients``) before the optimis
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,6 +77,12 @@ class Nets:
     ema: EMA
     ema_encoder: EMA | None = None  # exported instead of the live encoder when present
     gan_prior: RunningGaussian | None = None  # z_p's distribution (--gan-prior fitted); None: N(0, I)
+
+
+def train_part(args: argparse.Namespace) -> str:
+    """--train-part: "all", "encoder" or "decoder" (checkpoints written before the flag trained
+    everything)."""
+    return str(getattr(args, "train_part", "all"))
 
 
 def unwrap(m: nn.Module) -> nn.Module:

@@ -41,7 +41,7 @@ from training.ema import EMA
 from training.encoder_step import batchnorm_frozen, encoder_step, freeze_batchnorm, freeze_decoder
 from training.prior import RunningGaussian
 from training.run_data import batch_indices, load_training_images
-from training.step import Nets, StepConfig, train_step, unwrap
+from training.step import Nets, StepConfig, train_part, train_step, unwrap
 from training.warm_start import WarmStartError, warm_start
 
 # Written by rank 0 of a torchrun run: every rank's parameter sha256 after the last step.
@@ -146,7 +146,7 @@ def build_anchor(run: Run) -> SampleAnchor | None:
 
 def encoder_only(args: argparse.Namespace) -> bool:
     """--train-part encoder (checkpoints written before the flag trained everything)."""
-    return getattr(args, "train_part", "all") == "encoder"
+    return train_part(args) == "encoder"
 
 
 def resume(run: Run, state: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ of latents through the decoder, to uint8, each image encoded as the service enco
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from facegen_core.device import autocast, serving_decoder_memory_format, set_memory_format
+from facegen_core.device import autocast, set_memory_format
 from facegen_core.networks import Decoder
 from facegen_core.preprocess import model_to_uint8
 from service.runner import lane_pool, run_passes
+from service.settings import Settings
 
 PngEncoder = Callable[[np.ndarray, int], bytes]  # (H, W, C) uint8, seed -> PNG bytes
 
@@ -49,11 +49,10 @@ def png_encoder(model: str, version: int, compress_level: int) -> tuple[PngEncod
 
 
 def lay_out_as_served(decoder: Decoder, device_type: str) -> str:
-    """Lay ``decoder`` out as the service would on ``device_type`` (FACEGEN_DECODER_MEMORY_FORMAT
-    from this environment, which the bench's servers inherit, else the service's default), so the
-    ceiling runs the kernels the servers run. Returns the layout."""
-    fmt = os.environ.get("FACEGEN_DECODER_MEMORY_FORMAT", "auto")
-    fmt = serving_decoder_memory_format(device_type) if fmt == "auto" else fmt
+    """Lay ``decoder`` out as the service would on ``device_type`` (its settings read from this
+    environment, which the bench's servers inherit), so the ceiling runs the kernels the servers
+    run. Returns the layout."""
+    fmt = Settings().effective_decoder_memory_format(device_type)
     set_memory_format(decoder, memory_format=fmt)
     return fmt
 

@@ -207,7 +207,7 @@ RefineOption = Annotated[
         le=REFINE_LIMIT,
         description="Refine each face's latent for this many steps after encoding it: gradient "
         "steps on the latent that make the decoded face match the photo (docs/refine.md). 0: the "
-        "encoder's mean alone (fast). On faces64 v2, 50 steps: +2.1 dB PSNR on CelebA faces, at "
+        "encoder's mean alone (fast). On faces64 v3, 50 steps: +1.9 dB PSNR on CelebA faces, at "
         "the cost of 50 decoder forward and backward passes per face (about 2 s on a 2-core CPU). At "
         "most FACEGEN_MAX_REFINE_STEPS (GET /models: loaded.max_refine_steps).",
     ),

@@ -2,7 +2,7 @@
 source, one per row: the input, the encoder's reconstruction Dec(μ(x)), then Dec(z*) after
 each number of refinement steps (facegen_core.refine).
 
-    python -m training.refine_figure --artifact model_store/faces64/2 \\
+    python -m training.refine_figure --artifact model_store/faces64/3 \\
         --data ../shared/data/celeba-10k.zip ../shared/data/fairface-40k-96.zip \\
         --out docs/images/refine.png [--faces 4] [--steps 25 50 100] [--scale 2]
 """
